@@ -1,0 +1,54 @@
+/* kvfs_config: the daemon's command line.
+ *
+ *     kvfs [-f] [-d] [-o opt[=val],...] BACKING_DIR MOUNTPOINT
+ *
+ * kvfs's own options are parsed and validated here; the generic mount options
+ * that mount(8) and /etc/fstab pass along (rw, nosuid, noatime, ...) are
+ * collected into `fuse_opts` for libfuse. Anything else is refused, so a typo
+ * never silently turns into a default. */
+#ifndef KVFS_CONFIG_H
+#define KVFS_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct kvfs_config {
+    const char *backing;    /* as given on the command line */
+    const char *mountpoint; /* as given on the command line */
+    bool foreground;        /* -f: stay in the foreground */
+    bool fuse_debug;        /* -d: libfuse request tracing (implies -f) */
+    bool show_help;
+    bool show_version;
+
+    double entry_timeout;    /* s: kernel dentry cache for published blocks */
+    double attr_timeout;     /* s: kernel attribute cache for published blocks */
+    double negative_timeout; /* s: kernel cache of "no such block" */
+    double meta_timeout;     /* s: dentries/attributes of directories and non-block files */
+    unsigned threads;        /* maximum FUSE worker threads */
+    bool clone_fd;           /* one /dev/fuse descriptor per worker */
+    int log_level;           /* enum kvfs_log_level */
+    bool durable;            /* fdatasync a file before publishing it */
+    unsigned staging_grace;  /* s: age after which a staging file is debris */
+    int allow_other;         /* 1 on, 0 off, -1 default (on as root) */
+    int default_permissions; /* 1 on, 0 off, -1 default (on as root) */
+
+    char fuse_opts[1024]; /* generic mount options forwarded to libfuse */
+};
+
+/* Fills CFG with defaults. */
+void kvfs_config_defaults(struct kvfs_config *cfg);
+
+/* Parses ARGV. Returns 0, or -1 with a one-line message in ERR. */
+int kvfs_config_parse(struct kvfs_config *cfg, int argc, char **argv, char *err, size_t errlen);
+
+/* Applies one "name[=value]" option (what one -o item holds). Returns 0, or -1
+ * with a message in ERR. */
+int kvfs_config_apply_option(struct kvfs_config *cfg, const char *opt, char *err, size_t errlen);
+
+/* Resolves the -1 defaults for a daemon running as EUID. */
+void kvfs_config_finish(struct kvfs_config *cfg, unsigned euid);
+
+/* Prints the --help text. */
+void kvfs_config_usage(const char *prog, void *stream);
+
+#endif

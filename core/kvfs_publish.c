@@ -1,0 +1,170 @@
+/* kvfs_publish: staging files, publication and the per-handle state machine
+ * (see the header for the rules and why they are what they are). */
+#define _GNU_SOURCE
+#include "kvfs_publish.h"
+#include "kvfs_log.h"
+#include "kvfs_name.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+int kvfs_stage_create(struct kvfs_store *st, int flags, mode_t mode, bool chown, uid_t uid,
+                      gid_t gid, struct kvfs_stage *out)
+{
+    memset(out, 0, sizeof(*out));
+    uint64_t seq = atomic_fetch_add(&st->seq, 1);
+    snprintf(out->sname, sizeof(out->sname), "%s.%d.%llu.stage", st->node, (int)getpid(),
+             (unsigned long long)seq);
+    int oflags = O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | (flags & O_DIRECT);
+    int fd = openat(st->staging_fd, out->sname, oflags, mode & 07777);
+    if (fd < 0)
+        return -errno;
+    int rc = 0;
+    if ((flags & O_DIRECT) && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_DIRECT) != 0)
+        rc = -errno;
+    if (!rc && chown && fchown(fd, uid, gid) != 0)
+        rc = -errno;
+    struct stat sb;
+    if (!rc && fstat(fd, &sb) != 0)
+        rc = -errno;
+    if (rc) {
+        close(fd);
+        unlinkat(st->staging_fd, out->sname, 0);
+        return rc;
+    }
+    out->fd = fd;
+    out->dev = sb.st_dev;
+    out->ino = sb.st_ino;
+    return 0;
+}
+
+void kvfs_stage_discard(struct kvfs_store *st, struct kvfs_stage *sg)
+{
+    if (sg->sname[0] && unlinkat(st->staging_fd, sg->sname, 0) != 0 && errno != ENOENT)
+        kvfs_warn("cannot remove staging file %s: %s", sg->sname, strerror(errno));
+    sg->sname[0] = '\0';
+}
+
+int kvfs_stage_publish(struct kvfs_store *st, struct kvfs_stage *sg, int dfd, const char *name,
+                       bool exclusive, bool durable)
+{
+    bool block = kvfs_name_is_block(name, NULL);
+    int rc = 0;
+    if (durable && fdatasync(sg->fd) != 0)
+        rc = -errno;
+    /* A block must not shadow, or be shadowed by, a directory of its name. */
+    struct stat sb;
+    if (!rc && fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode))
+        rc = -EISDIR;
+    int pfd = rc ? rc : kvfs_entry_parent(dfd, name, true);
+    if (!rc && pfd < 0)
+        rc = pfd;
+    if (!rc) {
+        if (block || exclusive) {
+            if (linkat(st->staging_fd, sg->sname, pfd, name, 0) == 0)
+                rc = KVFS_PUBLISHED;
+            else if (errno == EEXIST && block)
+                rc = KVFS_DISCARDED;
+            else
+                rc = -errno;
+        } else {
+            if (renameat(st->staging_fd, sg->sname, pfd, name) == 0) {
+                rc = KVFS_PUBLISHED;
+                sg->sname[0] = '\0';
+            } else {
+                rc = -errno;
+            }
+        }
+        if (pfd != dfd)
+            close(pfd);
+    }
+    kvfs_stage_discard(st, sg);
+    return rc;
+}
+
+int kvfs_staging_collect(struct kvfs_store *st, time_t max_age, time_t now, uint64_t *removed)
+{
+    int fd = openat(st->staging_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return -errno;
+    }
+    int rc = 0;
+    struct dirent *de;
+    while ((errno = 0, de = readdir(d))) {
+        struct stat sb;
+        if (de->d_name[0] == '.')
+            continue;
+        if (fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+            continue; /* published or collected meanwhile */
+        if (sb.st_mtime > now - max_age)
+            continue;
+        if (unlinkat(dirfd(d), de->d_name, 0) == 0) {
+            kvfs_info("removed stale staging file %s (%lld s old)", de->d_name,
+                      (long long)(now - sb.st_mtime));
+            (*removed)++;
+        } else if (errno != ENOENT) {
+            rc = -errno;
+            kvfs_warn("cannot remove stale staging file %s: %s", de->d_name, strerror(errno));
+        }
+    }
+    if (errno && !rc)
+        rc = -errno;
+    closedir(d);
+    return rc;
+}
+
+enum kvfs_pub_action kvfs_pub_decide(const struct kvfs_pub *p, enum kvfs_pub_event ev)
+{
+    switch (p->state) {
+    case KVFS_PUB_STAGING:
+        switch (ev) {
+        case KVFS_EV_WRITE:
+        case KVFS_EV_TRUNCATE:
+            return KVFS_ACT_PROCEED;
+        case KVFS_EV_FLUSH_OPENER:
+            return p->written ? KVFS_ACT_PUBLISH : KVFS_ACT_NOTHING;
+        case KVFS_EV_RELEASE:
+            return KVFS_ACT_PUBLISH;
+        case KVFS_EV_FLUSH_OTHER:
+            return KVFS_ACT_NOTHING;
+        }
+        break;
+    case KVFS_PUB_PUBLISHED:
+        return (ev == KVFS_EV_WRITE || ev == KVFS_EV_TRUNCATE) ? KVFS_ACT_REFUSE
+                                                                : KVFS_ACT_NOTHING;
+    case KVFS_PUB_FAILED:
+        return ev == KVFS_EV_RELEASE ? KVFS_ACT_NOTHING : KVFS_ACT_FAILED;
+    }
+    return KVFS_ACT_FAILED;
+}
+
+void kvfs_pub_wrote(struct kvfs_pub *p)
+{
+    p->written = true;
+}
+
+void kvfs_pub_fail(struct kvfs_pub *p, int error)
+{
+    if (p->state == KVFS_PUB_STAGING) {
+        p->state = KVFS_PUB_FAILED;
+        p->error = error;
+    }
+}
+
+void kvfs_pub_published(struct kvfs_pub *p, int result)
+{
+    if (result >= 0) {
+        p->state = KVFS_PUB_PUBLISHED;
+    } else {
+        p->state = KVFS_PUB_FAILED;
+        p->error = result;
+    }
+}

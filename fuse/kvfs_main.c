@@ -1,0 +1,211 @@
+/* kvfs_main: the daemon's entry point. Parses the command line, refuses bad
+ * paths and options before anything is mounted, mounts, detaches once the
+ * mount is ready (unless -f), serves until unmounted or signalled, and
+ * collects staging files left by crashed writers in the background. */
+#define _GNU_SOURCE
+#include "kvfs_daemon.h"
+#include "kvfs_inode.h"
+
+#include "../core/kvfs_config.h"
+#include "../core/kvfs_log.h"
+#include "../core/kvfs_publish.h"
+#include "../core/kvfs_version.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+static pthread_mutex_t gc_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gc_cond = PTHREAD_COND_INITIALIZER;
+static bool gc_stop;
+
+static void *gc_thread(void *arg)
+{
+    (void)arg;
+    unsigned grace = kvfs_d.cfg.staging_grace;
+    unsigned period = grace / 4 < 60 ? 60 : grace / 4;
+    pthread_mutex_lock(&gc_lock);
+    while (!gc_stop) {
+        pthread_mutex_unlock(&gc_lock);
+        uint64_t removed = 0;
+        int rc = kvfs_staging_collect(&kvfs_d.store, grace, time(NULL), &removed);
+        kvfs_stat_add(&kvfs_d.stats, staging_collected, removed);
+        if (rc)
+            kvfs_warn("staging collection incomplete: %s", strerror(-rc));
+        pthread_mutex_lock(&gc_lock);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += period;
+        while (!gc_stop && pthread_cond_timedwait(&gc_cond, &gc_lock, &until) != ETIMEDOUT)
+            ;
+    }
+    pthread_mutex_unlock(&gc_lock);
+    return NULL;
+}
+
+static void fuse_log_bridge(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+    char msg[1024];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n')
+        msg[--n] = '\0';
+    enum kvfs_log_level l = level <= FUSE_LOG_ERR       ? KVFS_LOG_ERROR
+                            : level <= FUSE_LOG_WARNING ? KVFS_LOG_WARN
+                            : level <= FUSE_LOG_INFO    ? KVFS_LOG_INFO
+                                                        : KVFS_LOG_DEBUG;
+    kvfs_log(l, "libfuse: %s", msg);
+}
+
+/* Many inodes can be open at once on a busy node. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct kvfs_config *cfg = &kvfs_d.cfg;
+    char err[512];
+    kvfs_config_defaults(cfg);
+    if (kvfs_config_parse(cfg, argc, argv, err, sizeof(err)) != 0) {
+        fprintf(stderr, "kvfs: %s\n", err);
+        return 2;
+    }
+    if (cfg->show_help) {
+        kvfs_config_usage(argv[0], stdout);
+        return 0;
+    }
+    if (cfg->show_version) {
+        printf("kvfs %s (libfuse %s)\n", KVFS_VERSION, fuse_pkgversion());
+        return 0;
+    }
+    kvfs_config_finish(cfg, geteuid());
+    kvfs_log_set_level((enum kvfs_log_level)cfg->log_level);
+    fuse_set_log_func(fuse_log_bridge);
+    kvfs_d.is_root = geteuid() == 0;
+
+    if (kvfs_store_check_paths(cfg->backing, cfg->mountpoint, err, sizeof(err)) != 0) {
+        fprintf(stderr, "kvfs: %s\n", err);
+        return 1;
+    }
+    if (!realpath(cfg->backing, kvfs_d.backing_real) ||
+        !realpath(cfg->mountpoint, kvfs_d.mount_real)) {
+        fprintf(stderr, "kvfs: %s\n", strerror(errno));
+        return 1;
+    }
+    if (kvfs_store_open(&kvfs_d.store, kvfs_d.backing_real, err, sizeof(err)) != 0) {
+        fprintf(stderr, "kvfs: %s\n", err);
+        return 1;
+    }
+    raise_fd_limit();
+    clock_gettime(CLOCK_MONOTONIC, &kvfs_d.started);
+    kvfs_d.data_mode = "daemon-copy";
+    kvfs_d.data_mode_reason = "reads and writes are served by the daemon";
+    kvfs_ctl_init();
+    int root_fd = dup(kvfs_d.store.root_fd);
+    if (root_fd < 0 || kvfs_itable_init(root_fd) != 0) {
+        fprintf(stderr, "kvfs: out of memory or descriptors\n");
+        return 1;
+    }
+
+    /* libfuse sees only what it needs: fsname/subtype so that /proc/mounts
+     * shows "kvfs:BACKING" as type fuse.kvfs, the permission options, and the
+     * generic mount options that were validated by kvfs_config. */
+    struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+    char opts[2048] = "subtype=kvfs";
+    int rc = fuse_opt_add_arg(&args, argv[0]);
+    if (!strstr(cfg->fuse_opts, "fsname=")) {
+        char fsname[4200];
+        snprintf(fsname, sizeof(fsname), "fsname=%s", kvfs_d.backing_real);
+        char *o = NULL;
+        rc |= fuse_opt_add_opt_escaped(&o, fsname + 7) == 0 ? 0 : 1;
+        snprintf(opts + strlen(opts), sizeof(opts) - strlen(opts), ",fsname=%s", o ? o : "kvfs");
+        free(o);
+    }
+    if (cfg->allow_other)
+        strncat(opts, ",allow_other", sizeof(opts) - strlen(opts) - 1);
+    if (cfg->default_permissions)
+        strncat(opts, ",default_permissions", sizeof(opts) - strlen(opts) - 1);
+    if (cfg->fuse_opts[0]) {
+        strncat(opts, ",", sizeof(opts) - strlen(opts) - 1);
+        strncat(opts, cfg->fuse_opts, sizeof(opts) - strlen(opts) - 1);
+    }
+    rc |= fuse_opt_add_arg(&args, "-o");
+    rc |= fuse_opt_add_arg(&args, opts);
+    if (cfg->fuse_debug)
+        rc |= fuse_opt_add_arg(&args, "-d");
+    if (rc) {
+        fprintf(stderr, "kvfs: out of memory\n");
+        return 1;
+    }
+
+    struct fuse_session *se = fuse_session_new(&args, &kvfs_ops, sizeof(kvfs_ops), NULL);
+    fuse_opt_free_args(&args);
+    if (!se) {
+        fprintf(stderr, "kvfs: invalid mount options (see above)\n");
+        return 1;
+    }
+    kvfs_d.se = se;
+    int ret = 1;
+    if (fuse_set_signal_handlers(se) != 0)
+        goto out_destroy;
+    if (fuse_session_mount(se, kvfs_d.mount_real) != 0) {
+        fprintf(stderr, "kvfs: cannot mount on '%s'\n", kvfs_d.mount_real);
+        goto out_signals;
+    }
+    kvfs_info("kvfs %s mounted %s on %s (data path: %s; %s)", KVFS_VERSION, kvfs_d.backing_real,
+              kvfs_d.mount_real, kvfs_d.data_mode, kvfs_d.data_mode_reason);
+    if (!cfg->foreground) {
+        if (fuse_daemonize(0) != 0)
+            goto out_unmount;
+        kvfs_log_use_syslog(true);
+    }
+
+    pthread_t gc;
+    bool gc_running = pthread_create(&gc, NULL, gc_thread, NULL) == 0;
+    if (!gc_running)
+        kvfs_warn("cannot start the staging collector; stale staging files stay until restart");
+
+    struct fuse_loop_config *lc = fuse_loop_cfg_create();
+    if (!lc)
+        goto out_gc;
+    fuse_loop_cfg_set_max_threads(lc, cfg->threads);
+    fuse_loop_cfg_set_clone_fd(lc, cfg->clone_fd);
+    ret = cfg->threads == 1 ? fuse_session_loop(se) : fuse_session_loop_mt(se, lc);
+    fuse_loop_cfg_destroy(lc);
+    if (ret == SIGTERM || ret == SIGINT || ret == SIGHUP)
+        ret = 0; /* asked to stop: a clean unmount */
+    if (ret != 0)
+        kvfs_error("the FUSE session ended with an error: %s", strerror(ret < 0 ? -ret : ret));
+out_gc:
+    if (gc_running) {
+        pthread_mutex_lock(&gc_lock);
+        gc_stop = true;
+        pthread_cond_signal(&gc_cond);
+        pthread_mutex_unlock(&gc_lock);
+        pthread_join(gc, NULL);
+    }
+out_unmount:
+    fuse_session_unmount(se);
+    kvfs_info("unmounted %s", kvfs_d.mount_real);
+out_signals:
+    fuse_remove_signal_handlers(se);
+out_destroy:
+    fuse_session_destroy(se);
+    kvfs_itable_destroy();
+    kvfs_store_close(&kvfs_d.store);
+    return ret ? 1 : 0;
+}

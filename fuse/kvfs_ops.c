@@ -1,0 +1,1245 @@
+/* kvfs_ops: the FUSE low-level operations table. This is glue: names are
+ * checked and mapped by core/kvfs_name, entries are found in the backing store
+ * by core/kvfs_store, and files written through the mount are staged and
+ * published by core/kvfs_publish. What lives here is the FUSE protocol side:
+ * node ids, reply timeouts, file handles, and which event triggers
+ * publication (the first close() by the writer, or the last release).
+ *
+ * Cache timeouts: a published block never changes, so its entry and
+ * attributes are cached for entry_timeout/attr_timeout; directories and other
+ * files for meta_timeout; a miss for negative_timeout (what bounds how soon a
+ * block published on another node is seen); a file being written for 0, so
+ * that every other process looks it up again and sees nothing until it is
+ * published. */
+#define _GNU_SOURCE
+#include "kvfs_daemon.h"
+#include "kvfs_inode.h"
+
+#include "../core/kvfs_log.h"
+#include "../core/kvfs_name.h"
+#include "../core/kvfs_publish.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+
+struct kvfs_daemon kvfs_d;
+
+enum handle_kind { H_READ, H_STAGE, H_CTL, H_DIR };
+
+struct kvfs_handle {
+    enum handle_kind kind;
+    struct kvfs_inode *ino; /* referenced */
+    int fd;
+    /* H_STAGE: writes hold `rw` shared; publication holds it exclusively so
+     * that no write is in flight while the file is published. */
+    pthread_rwlock_t rw;
+    pthread_mutex_t lock; /* guards pub */
+    struct kvfs_pub pub;
+    struct kvfs_stage stage;
+    struct kvfs_inode *parent; /* referenced: where it will be published */
+    char name[KVFS_NAME_MAX + 1];
+    bool exclusive;      /* O_EXCL: a non-block file must not replace another */
+    bool own_inode;      /* ino is the staging file's own inode (CREATE) */
+    pid_t opener;        /* thread that created it, 0 if unknown */
+    /* H_CTL */
+    char *buf;
+    size_t len;
+    /* H_DIR */
+    struct kvfs_listing list;
+};
+
+static struct kvfs_handle *handle_of(struct fuse_file_info *fi)
+{
+    return (struct kvfs_handle *)(uintptr_t)fi->fh;
+}
+
+static struct kvfs_handle *handle_new(enum handle_kind kind, struct kvfs_inode *ino)
+{
+    struct kvfs_handle *h = calloc(1, sizeof(*h));
+    if (!h)
+        return NULL;
+    h->kind = kind;
+    h->fd = -1;
+    h->ino = ino;
+    pthread_rwlock_init(&h->rw, NULL);
+    pthread_mutex_init(&h->lock, NULL);
+    if (ino)
+        kvfs_inode_ref(ino);
+    return h;
+}
+
+static void handle_free(struct kvfs_handle *h)
+{
+    if (h->fd >= 0)
+        close(h->fd);
+    if (h->parent)
+        kvfs_inode_unref(h->parent);
+    if (h->ino)
+        kvfs_inode_unref(h->ino);
+    free(h->buf);
+    kvfs_listing_free(&h->list);
+    pthread_rwlock_destroy(&h->rw);
+    pthread_mutex_destroy(&h->lock);
+    free(h);
+}
+
+/* Replies with an error, counting it as a refusal of bad input or as a
+ * backing-store failure; ordinary outcomes (no such file, exists) are neither. */
+static void reply_err(fuse_req_t req, int rc)
+{
+    int e = rc < 0 ? -rc : rc;
+    switch (e) {
+    case 0:
+        break;
+    case EPERM:
+    case EROFS:
+    case ENAMETOOLONG:
+    case EINVAL:
+        kvfs_stat_inc(&kvfs_d.stats, refused);
+        break;
+    case ENOENT:
+    case EEXIST:
+    case ENOTEMPTY:
+    case EISDIR:
+    case ENOTDIR:
+    case ESTALE:
+    case ENODATA:
+    case EOPNOTSUPP:
+    case ERANGE:
+    case EACCES:
+    case EBADF:
+        break;
+    default:
+        kvfs_stat_inc(&kvfs_d.stats, errors);
+        kvfs_debug("request failed: %s", strerror(e));
+        break;
+    }
+    fuse_reply_err(req, e);
+}
+
+static bool is_ctl(const struct kvfs_inode *ino)
+{
+    return ino->kind == KVFS_INODE_CTL_DIR || ino->kind == KVFS_INODE_CTL_FILE;
+}
+
+/* Timeouts for a published entry (see the file comment). */
+static void set_timeouts(struct fuse_entry_param *e, const char *name, mode_t mode)
+{
+    if (S_ISREG(mode) && kvfs_name_is_block(name, NULL)) {
+        e->entry_timeout = kvfs_d.cfg.entry_timeout;
+        e->attr_timeout = kvfs_d.cfg.attr_timeout;
+    } else {
+        e->entry_timeout = kvfs_d.cfg.meta_timeout;
+        e->attr_timeout = kvfs_d.cfg.meta_timeout;
+    }
+}
+
+static void ctl_entry(struct kvfs_inode *ino, struct fuse_entry_param *e)
+{
+    memset(e, 0, sizeof(*e));
+    e->ino = kvfs_inode_nodeid(ino);
+    e->generation = 1;
+    kvfs_ctl_stat(ino, &e->attr);
+    e->entry_timeout = kvfs_d.cfg.meta_timeout;
+    e->attr_timeout = 0;
+}
+
+/* Looks NAME up in directory P and takes a kernel reference on the result. */
+static int do_lookup(struct kvfs_inode *p, const char *name, struct fuse_entry_param *e)
+{
+    struct stat st;
+    enum kvfs_where where;
+    memset(e, 0, sizeof(*e));
+    int rc = kvfs_entry_stat(p->fd, name, &st, &where);
+    if (rc)
+        return rc;
+    int fd = -1;
+    enum kvfs_inode_kind kind = KVFS_INODE_FILE;
+    if (S_ISDIR(st.st_mode)) {
+        fd = kvfs_open_beneath(p->fd, name, O_PATH | O_DIRECTORY, 0);
+        if (fd < 0)
+            return fd;
+        if (fstat(fd, &st) != 0) {
+            rc = -errno;
+            close(fd);
+            return rc;
+        }
+        kind = KVFS_INODE_DIR;
+    }
+    struct kvfs_inode *ino = kvfs_inode_lookup(st.st_dev, st.st_ino, kind, fd, p, name, NULL);
+    if (!ino)
+        return -ENOMEM;
+    e->ino = kvfs_inode_nodeid(ino);
+    e->generation = 1;
+    e->attr = st;
+    set_timeouts(e, name, st.st_mode);
+    return 0;
+}
+
+/* Opens the backing file of file inode INO with FLAGS and checks that it is
+ * still the file the kernel knows: -ESTALE if it was removed or replaced, so
+ * that the kernel looks the name up again. */
+static int open_file_inode(struct kvfs_inode *ino, int flags, struct stat *st)
+{
+    struct kvfs_inode *parent;
+    char name[KVFS_NAME_MAX + 1], stage[128];
+    if (!kvfs_inode_location(ino, &parent, name, stage))
+        return -ESTALE;
+    int fd;
+    if (stage[0]) {
+        fd = openat(kvfs_d.store.staging_fd, stage, flags | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            fd = -errno;
+    } else {
+        enum kvfs_where where;
+        struct stat tmp;
+        fd = kvfs_entry_stat(parent->fd, name, &tmp, &where);
+        if (fd == 0)
+            fd = kvfs_entry_open(parent->fd, name, where, flags);
+    }
+    kvfs_inode_unref(parent);
+    if (fd < 0)
+        return fd == -ENOENT ? -ESTALE : fd;
+    if (fstat(fd, st) != 0 || st->st_dev != ino->dev || st->st_ino != ino->ino ||
+        !S_ISREG(st->st_mode)) {
+        close(fd);
+        return -ESTALE;
+    }
+    return fd;
+}
+
+/* An O_PATH descriptor for any backing inode (close it if it differs from
+ * the directory's own descriptor). */
+static int path_fd(struct kvfs_inode *ino, struct stat *st)
+{
+    if (ino->kind == KVFS_INODE_DIR) {
+        if (fstat(ino->fd, st) != 0)
+            return -errno;
+        return ino->fd;
+    }
+    return open_file_inode(ino, O_PATH, st);
+}
+
+static void put_path_fd(struct kvfs_inode *ino, int fd)
+{
+    if (fd >= 0 && fd != ino->fd)
+        close(fd);
+}
+
+static double attr_timeout_of(struct kvfs_inode *ino, mode_t mode)
+{
+    if (ino->kind == KVFS_INODE_FILE && S_ISREG(mode)) {
+        char name[KVFS_NAME_MAX + 1], stage[128];
+        struct kvfs_inode *parent;
+        if (!kvfs_inode_location(ino, &parent, name, stage))
+            return 0;
+        kvfs_inode_unref(parent);
+        if (stage[0])
+            return 0;
+        if (kvfs_name_is_block(name, NULL))
+            return kvfs_d.cfg.attr_timeout;
+    }
+    return kvfs_d.cfg.meta_timeout;
+}
+
+/* ---- lifecycle ---- */
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+    (void)userdata;
+    /* Blocks are immutable: the kernel must not drop cached data whenever
+     * mtime looks different, nor buffer writes (write-through is the point,
+     * and the writeback cache conflicts with passthrough). */
+    conn->want &= ~(unsigned)(FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_WRITEBACK_CACHE);
+    unsigned wanted = FUSE_CAP_EXPLICIT_INVAL_DATA | FUSE_CAP_ATOMIC_O_TRUNC |
+                      FUSE_CAP_READDIRPLUS | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_ASYNC_READ;
+    conn->want |= conn->capable & wanted;
+    conn->max_background = 64;
+    conn->congestion_threshold = 48;
+}
+
+/* ---- names ---- */
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct kvfs_inode *p = kvfs_inode_get(parent);
+    struct fuse_entry_param e;
+    kvfs_stat_inc(&kvfs_d.stats, lookups);
+    if (p->kind == KVFS_INODE_CTL_DIR || (p == kvfs_inode_root() && strcmp(name, KVFS_CTL_DIR) == 0)) {
+        struct kvfs_inode *c = p->kind == KVFS_INODE_CTL_DIR ? kvfs_ctl_lookup(name) : kvfs_ctl_dir();
+        if (!c) {
+            kvfs_stat_inc(&kvfs_d.stats, lookup_misses);
+            reply_err(req, ENOENT);
+            return;
+        }
+        ctl_entry(c, &e);
+        fuse_reply_entry(req, &e);
+        return;
+    }
+    if (strlen(name) > KVFS_NAME_MAX) {
+        kvfs_debug("lookup of a name longer than %d bytes refused", KVFS_NAME_MAX);
+        reply_err(req, ENAMETOOLONG);
+        return;
+    }
+    int rc = kvfs_name_is_reserved(name) ? -ENOENT : do_lookup(p, name, &e);
+    if (rc == -ENOENT) {
+        kvfs_stat_inc(&kvfs_d.stats, lookup_misses);
+        memset(&e, 0, sizeof(e));
+        e.entry_timeout = kvfs_d.cfg.negative_timeout;
+        fuse_reply_entry(req, &e);
+        return;
+    }
+    if (rc) {
+        reply_err(req, rc);
+        return;
+    }
+    if (fuse_reply_entry(req, &e) != 0)
+        kvfs_inode_forget(kvfs_inode_get(e.ino), 1);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    kvfs_inode_forget(kvfs_inode_get(ino), nlookup);
+    fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+    for (size_t i = 0; i < count; i++)
+        kvfs_inode_forget(kvfs_inode_get(forgets[i].ino), forgets[i].nlookup);
+    fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
+{
+    struct kvfs_inode *ino = kvfs_inode_get(nodeid);
+    struct stat st;
+    if (is_ctl(ino)) {
+        kvfs_ctl_stat(ino, &st);
+        fuse_reply_attr(req, &st, 0);
+        return;
+    }
+    struct kvfs_handle *h = fi ? handle_of(fi) : NULL;
+    if (h && h->fd >= 0 && (h->kind == H_STAGE || h->kind == H_READ)) {
+        if (fstat(h->fd, &st) != 0) {
+            reply_err(req, errno);
+            return;
+        }
+        fuse_reply_attr(req, &st, h->kind == H_STAGE ? 0 : attr_timeout_of(ino, st.st_mode));
+        return;
+    }
+    int fd = path_fd(ino, &st);
+    if (fd < 0) {
+        reply_err(req, fd);
+        return;
+    }
+    put_path_fd(ino, fd);
+    fuse_reply_attr(req, &st, attr_timeout_of(ino, st.st_mode));
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t nodeid, struct stat *attr, int to_set,
+                       struct fuse_file_info *fi)
+{
+    struct kvfs_inode *ino = kvfs_inode_get(nodeid);
+    if (is_ctl(ino)) {
+        reply_err(req, EROFS);
+        return;
+    }
+    struct kvfs_handle *h = fi ? handle_of(fi) : NULL;
+    struct stat st;
+    int rc = 0;
+    if (to_set & FUSE_SET_ATTR_SIZE) {
+        /* Only a file still being written may change size. */
+        if (!h || h->kind != H_STAGE) {
+            kvfs_debug("truncate of a published file refused");
+            reply_err(req, EPERM);
+            return;
+        }
+        pthread_rwlock_wrlock(&h->rw);
+        pthread_mutex_lock(&h->lock);
+        enum kvfs_pub_action act = kvfs_pub_decide(&h->pub, KVFS_EV_TRUNCATE);
+        if (act == KVFS_ACT_PROCEED) {
+            rc = ftruncate(h->fd, attr->st_size) == 0 ? 0 : -errno;
+            if (rc)
+                kvfs_pub_fail(&h->pub, rc);
+            else
+                kvfs_pub_wrote(&h->pub);
+        } else {
+            rc = act == KVFS_ACT_REFUSE ? -EPERM : h->pub.error;
+        }
+        pthread_mutex_unlock(&h->lock);
+        pthread_rwlock_unlock(&h->rw);
+        if (rc) {
+            reply_err(req, rc);
+            return;
+        }
+    }
+    int fd = (h && h->fd >= 0) ? h->fd : path_fd(ino, &st);
+    if (fd < 0) {
+        reply_err(req, fd);
+        return;
+    }
+    char proc[64];
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+    if (!rc && (to_set & FUSE_SET_ATTR_MODE))
+        rc = chmod(proc, attr->st_mode & 07777) == 0 ? 0 : -errno;
+    if (!rc && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) {
+        uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1;
+        gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1;
+        rc = fchownat(fd, "", uid, gid, AT_EMPTY_PATH) == 0 ? 0 : -errno;
+    }
+    if (!rc && (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
+        struct timespec tv[2] = {{0, UTIME_OMIT}, {0, UTIME_OMIT}};
+        if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+            tv[0].tv_nsec = UTIME_NOW;
+        else if (to_set & FUSE_SET_ATTR_ATIME)
+            tv[0] = attr->st_atim;
+        if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+            tv[1].tv_nsec = UTIME_NOW;
+        else if (to_set & FUSE_SET_ATTR_MTIME)
+            tv[1] = attr->st_mtim;
+        rc = utimensat(AT_FDCWD, proc, tv, 0) == 0 ? 0 : -errno;
+    }
+    if (!rc && fstatat(fd, "", &st, AT_EMPTY_PATH) != 0)
+        rc = -errno;
+    if (!(h && h->fd >= 0))
+        put_path_fd(ino, fd);
+    if (rc) {
+        reply_err(req, rc);
+        return;
+    }
+    fuse_reply_attr(req, &st, (h && h->kind == H_STAGE) ? 0 : attr_timeout_of(ino, st.st_mode));
+}
+
+/* Checks a name a client wants to create in directory P. */
+static int check_new_name(struct kvfs_inode *p, const char *name)
+{
+    if (is_ctl(p) || (p == kvfs_inode_root() && strcmp(name, KVFS_CTL_DIR) == 0))
+        return -EROFS;
+    if (p->kind != KVFS_INODE_DIR)
+        return -ENOTDIR;
+    int rc = kvfs_name_check(name);
+    if (rc == -EPERM)
+        kvfs_debug("refusing to create '%s': names starting with %s are reserved", name,
+                   KVFS_RESERVED_PREFIX);
+    else if (rc == -ENAMETOOLONG)
+        kvfs_debug("refusing a name longer than %d bytes", KVFS_NAME_MAX);
+    return rc;
+}
+
+/* Checks a name a client wants to remove or rename from directory P: kvfs's
+ * own names are invisible (ENOENT), the control directory read-only. */
+static int check_old_name(struct kvfs_inode *p, const char *name)
+{
+    if (is_ctl(p) || (p == kvfs_inode_root() && strcmp(name, KVFS_CTL_DIR) == 0))
+        return -EROFS;
+    if (p->kind != KVFS_INODE_DIR)
+        return -ENOTDIR;
+    if (strlen(name) > KVFS_NAME_MAX)
+        return -ENAMETOOLONG;
+    return kvfs_name_is_reserved(name) ? -ENOENT : 0;
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    struct kvfs_inode *p = kvfs_inode_get(parent);
+    int rc = check_new_name(p, name);
+    if (!rc)
+        rc = kvfs_entry_mkdir(p->fd, name, mode & 07777);
+    if (!rc && kvfs_d.is_root) {
+        const struct fuse_ctx *ctx = fuse_req_ctx(req);
+        if (fchownat(p->fd, name, ctx->uid, ctx->gid, AT_SYMLINK_NOFOLLOW) != 0)
+            rc = -errno;
+    }
+    struct fuse_entry_param e;
+    if (!rc)
+        rc = do_lookup(p, name, &e);
+    if (rc) {
+        reply_err(req, rc);
+        return;
+    }
+    if (fuse_reply_entry(req, &e) != 0)
+        kvfs_inode_forget(kvfs_inode_get(e.ino), 1);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct kvfs_inode *p = kvfs_inode_get(parent);
+    int rc = check_old_name(p, name);
+    if (!rc)
+        rc = kvfs_entry_unlink(p->fd, name);
+    if (!rc)
+        kvfs_stat_inc(&kvfs_d.stats, unlinks);
+    reply_err(req, rc);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct kvfs_inode *p = kvfs_inode_get(parent);
+    int rc = check_old_name(p, name);
+    if (!rc)
+        rc = kvfs_entry_rmdir(p->fd, name);
+    reply_err(req, rc);
+}
+
+/* Renames regular file NAME (found at WHERE in P) to NEWNAME in NP. A block
+ * destination follows the publication rule: link, and if a block of that name
+ * already exists, keep it and drop the source. */
+static int rename_file(struct kvfs_inode *p, const char *name, enum kvfs_where where,
+                       const struct stat *src, struct kvfs_inode *np, const char *newname,
+                       unsigned flags)
+{
+    bool block_dst = kvfs_name_is_block(newname, NULL);
+    struct stat dst;
+    enum kvfs_where dwhere;
+    int rc = kvfs_entry_stat(np->fd, newname, &dst, &dwhere);
+    if (rc == 0 && S_ISDIR(dst.st_mode))
+        return -EISDIR;
+    if (rc == 0 && dst.st_dev == src->st_dev && dst.st_ino == src->st_ino)
+        return 0; /* the same file: nothing to do */
+    if (rc == 0 && (flags & RENAME_NOREPLACE))
+        return -EEXIST;
+    if (rc && rc != -ENOENT)
+        return rc;
+    int spfd = where == KVFS_IN_BUCKET ? kvfs_entry_parent(p->fd, name, false) : p->fd;
+    if (spfd < 0)
+        return spfd;
+    int dpfd = kvfs_entry_parent(np->fd, newname, true);
+    if (dpfd < 0) {
+        rc = dpfd;
+    } else if (block_dst || (flags & RENAME_NOREPLACE)) {
+        if (linkat(spfd, name, dpfd, newname, 0) == 0) {
+            rc = unlinkat(spfd, name, 0) == 0 ? 0 : -errno;
+        } else if (errno == EEXIST && block_dst && !(flags & RENAME_NOREPLACE)) {
+            /* First complete block wins; the renamed copy is dropped. */
+            kvfs_stat_inc(&kvfs_d.stats, publish_conflicts);
+            rc = unlinkat(spfd, name, 0) == 0 ? 0 : -errno;
+        } else {
+            rc = -errno;
+        }
+    } else {
+        rc = renameat(spfd, name, dpfd, newname) == 0 ? 0 : -errno;
+    }
+    if (dpfd >= 0 && dpfd != np->fd)
+        close(dpfd);
+    if (spfd != p->fd)
+        close(spfd);
+    return rc;
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                      const char *newname, unsigned int flags)
+{
+    struct kvfs_inode *p = kvfs_inode_get(parent);
+    struct kvfs_inode *np = kvfs_inode_get(newparent);
+    int rc = check_old_name(p, name);
+    if (!rc)
+        rc = check_new_name(np, newname);
+    if (!rc && (flags & ~(unsigned)RENAME_NOREPLACE))
+        rc = -EINVAL; /* RENAME_EXCHANGE/WHITEOUT have no atomic equivalent on shared storage */
+    struct stat src;
+    enum kvfs_where where;
+    if (!rc)
+        rc = kvfs_entry_stat(p->fd, name, &src, &where);
+    if (!rc && S_ISDIR(src.st_mode)) {
+        struct stat dst;
+        enum kvfs_where dwhere;
+        if (kvfs_entry_stat(np->fd, newname, &dst, &dwhere) == 0 && dwhere == KVFS_IN_BUCKET)
+            rc = -ENOTDIR;
+        else
+            rc = renameat2(p->fd, name, np->fd, newname, flags) == 0 ? 0 : -errno;
+    } else if (!rc) {
+        rc = rename_file(p, name, where, &src, np, newname, flags);
+        if (!rc)
+            kvfs_inode_move_key(src.st_dev, src.st_ino, np, newname);
+    }
+    if (!rc)
+        kvfs_stat_inc(&kvfs_d.stats, renames);
+    reply_err(req, rc);
+}
+
+static void op_refuse_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+                           const char *newname)
+{
+    (void)ino, (void)newparent;
+    kvfs_debug("hard link '%s' refused: kvfs stores no links", newname);
+    reply_err(req, EPERM);
+}
+
+static void op_refuse_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+                              const char *name)
+{
+    (void)link, (void)parent;
+    kvfs_debug("symbolic link '%s' refused: kvfs stores no links", name);
+    reply_err(req, EPERM);
+}
+
+static void op_refuse_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                            dev_t rdev)
+{
+    (void)parent, (void)mode, (void)rdev;
+    kvfs_debug("special file '%s' refused: kvfs stores regular files only", name);
+    reply_err(req, EPERM);
+}
+
+/* ---- files ---- */
+
+/* True if the thread PID belongs to the process of thread OPENER. A pid the
+ * daemon cannot see (0: another pid namespace) counts as the opener's, so
+ * that a writer in a container still has its file published by close(). */
+static bool same_process(pid_t pid, pid_t opener)
+{
+    if (pid == 0 || opener == 0 || pid == opener)
+        return true;
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d", (int)opener, (int)pid);
+    return access(path, F_OK) == 0;
+}
+
+/* Publishes a staged handle; called with h->rw held exclusively. */
+static int publish_handle(struct kvfs_handle *h, const char *why)
+{
+    int rc = kvfs_stage_publish(&kvfs_d.store, &h->stage, h->parent->fd, h->name, h->exclusive,
+                                kvfs_d.cfg.durable);
+    pthread_mutex_lock(&h->lock);
+    kvfs_pub_published(&h->pub, rc);
+    pthread_mutex_unlock(&h->lock);
+    bool block = kvfs_name_is_block(h->name, NULL);
+    if (rc == KVFS_PUBLISHED) {
+        if (block)
+            kvfs_stat_inc(&kvfs_d.stats, blocks_published);
+        else
+            kvfs_stat_inc(&kvfs_d.stats, files_published);
+        kvfs_debug("published '%s' at %s", h->name, why);
+    } else if (rc == KVFS_DISCARDED) {
+        kvfs_stat_inc(&kvfs_d.stats, publish_conflicts);
+        kvfs_debug("block '%s' already published; this copy was discarded", h->name);
+    } else {
+        kvfs_stat_inc(&kvfs_d.stats, publish_errors);
+        kvfs_warn("publishing '%s' failed at %s: %s", h->name, why, strerror(-rc));
+    }
+    if (h->own_inode)
+        kvfs_inode_move(h->ino, h->parent, h->name);
+    if (rc == KVFS_PUBLISHED) {
+        /* Drop negative entries other local processes may hold for the name. */
+        fuse_lowlevel_notify_inval_entry(kvfs_d.se, kvfs_inode_nodeid(h->parent), h->name,
+                                         strlen(h->name));
+    }
+    return rc < 0 ? rc : 0;
+}
+
+/* Creates a staged handle for PARENT/NAME. */
+static int stage_handle(fuse_req_t req, struct kvfs_inode *ino, struct kvfs_inode *parent,
+                        const char *name, int flags, mode_t mode, struct kvfs_handle **out)
+{
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    struct kvfs_handle *h = handle_new(H_STAGE, ino);
+    if (!h)
+        return -ENOMEM;
+    int rc = kvfs_stage_create(&kvfs_d.store, flags, mode, kvfs_d.is_root, ctx->uid, ctx->gid,
+                               &h->stage);
+    if (rc) {
+        handle_free(h);
+        return rc;
+    }
+    h->fd = h->stage.fd;
+    h->parent = parent;
+    kvfs_inode_ref(parent);
+    snprintf(h->name, sizeof(h->name), "%s", name);
+    h->exclusive = (flags & O_EXCL) != 0;
+    h->opener = ctx->pid;
+    h->pub.state = KVFS_PUB_STAGING;
+    *out = h;
+    return 0;
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      struct fuse_file_info *fi)
+{
+    struct kvfs_inode *p = kvfs_inode_get(parent);
+    int rc = check_new_name(p, name);
+    struct stat st;
+    enum kvfs_where where;
+    if (!rc) {
+        int found = kvfs_entry_stat(p->fd, name, &st, &where);
+        if (found == 0 && S_ISDIR(st.st_mode))
+            rc = -EISDIR;
+        else if (found == 0 && (fi->flags & O_EXCL))
+            rc = -EEXIST;
+        else if (found && found != -ENOENT)
+            rc = found;
+    }
+    struct kvfs_handle *h = NULL;
+    if (!rc)
+        rc = stage_handle(req, NULL, p, name, fi->flags, mode, &h);
+    if (rc) {
+        reply_err(req, rc);
+        return;
+    }
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof(e));
+    if (fstat(h->fd, &e.attr) != 0) {
+        rc = -errno;
+        kvfs_stage_discard(&kvfs_d.store, &h->stage);
+        handle_free(h);
+        reply_err(req, rc);
+        return;
+    }
+    struct kvfs_inode *ino = kvfs_inode_lookup(e.attr.st_dev, e.attr.st_ino, KVFS_INODE_FILE, -1,
+                                               p, name, h->stage.sname);
+    if (!ino) {
+        kvfs_stage_discard(&kvfs_d.store, &h->stage);
+        handle_free(h);
+        reply_err(req, ENOMEM);
+        return;
+    }
+    h->ino = ino;
+    h->own_inode = true;
+    kvfs_inode_ref(ino);
+    e.ino = kvfs_inode_nodeid(ino);
+    e.generation = 1;
+    e.entry_timeout = 0; /* invisible to every other lookup until published */
+    e.attr_timeout = 0;
+    fi->fh = (uint64_t)(uintptr_t)h;
+    fi->keep_cache = 0;
+    fi->direct_io = 0;
+    kvfs_stat_inc(&kvfs_d.stats, creates);
+    if (fuse_reply_create(req, &e, fi) != 0) {
+        /* The caller is gone (interrupted): no RELEASE will come. */
+        kvfs_stage_discard(&kvfs_d.store, &h->stage);
+        handle_free(h);
+        kvfs_inode_forget(ino, 1);
+    }
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
+{
+    struct kvfs_inode *ino = kvfs_inode_get(nodeid);
+    int acc = fi->flags & O_ACCMODE;
+    bool writing = acc != O_RDONLY || (fi->flags & (O_APPEND | O_TRUNC));
+    struct kvfs_handle *h = NULL;
+    int rc = 0;
+    if (ino->kind == KVFS_INODE_CTL_FILE) {
+        if (writing) {
+            kvfs_debug("write to the control directory refused");
+            reply_err(req, EROFS);
+            return;
+        }
+        h = handle_new(H_CTL, ino);
+        rc = h ? kvfs_ctl_render(ino, &h->buf, &h->len) : -ENOMEM;
+        fi->direct_io = 1;
+    } else if (ino->kind != KVFS_INODE_FILE) {
+        rc = -EISDIR;
+    } else if (writing) {
+        struct kvfs_inode *parent;
+        char name[KVFS_NAME_MAX + 1], stage[128];
+        if (!(fi->flags & O_TRUNC) || acc == O_RDONLY) {
+            kvfs_debug("open for writing without O_TRUNC refused: published files are immutable");
+            rc = -EPERM;
+        } else if (!kvfs_inode_location(ino, &parent, name, stage)) {
+            rc = -ESTALE;
+        } else {
+            /* O_TRUNC on a published file stages a new version; the
+             * published one stays readable until that is published. */
+            struct stat st;
+            int fd = stage[0] ? -EPERM : open_file_inode(ino, O_PATH, &st);
+            if (fd >= 0) {
+                close(fd);
+                rc = stage_handle(req, ino, parent, name, fi->flags, st.st_mode, &h);
+            } else {
+                rc = fd; /* EPERM: reopening an unpublished file for writing */
+            }
+            fi->direct_io = 1; /* keep the published file's cached pages intact */
+            kvfs_inode_unref(parent);
+        }
+    } else {
+        struct stat st;
+        int fd = open_file_inode(ino, O_RDONLY | (fi->flags & O_DIRECT), &st);
+        if (fd >= 0 && (fi->flags & O_DIRECT))
+            fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_DIRECT);
+        if (fd < 0) {
+            rc = fd;
+        } else if (!(h = handle_new(H_READ, ino))) {
+            close(fd);
+            rc = -ENOMEM;
+        } else {
+            h->fd = fd;
+            fi->noflush = 1;
+            fi->keep_cache = attr_timeout_of(ino, st.st_mode) == kvfs_d.cfg.attr_timeout &&
+                             kvfs_d.cfg.attr_timeout > 0;
+        }
+    }
+    if (rc) {
+        if (h)
+            handle_free(h);
+        reply_err(req, rc);
+        return;
+    }
+    kvfs_stat_inc(&kvfs_d.stats, opens);
+    fi->fh = (uint64_t)(uintptr_t)h;
+    if (fuse_reply_open(req, fi) != 0) {
+        if (h->kind == H_STAGE)
+            kvfs_stage_discard(&kvfs_d.store, &h->stage);
+        handle_free(h);
+    }
+}
+
+static __thread char *read_buf;
+static __thread size_t read_cap;
+
+static void op_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+    (void)nodeid;
+    struct kvfs_handle *h = handle_of(fi);
+    if (h->kind == H_CTL) {
+        size_t start = (size_t)off < h->len ? (size_t)off : h->len;
+        size_t n = h->len - start < size ? h->len - start : size;
+        fuse_reply_buf(req, h->buf + start, n);
+        return;
+    }
+    if (read_cap < size) {
+        char *b = realloc(read_buf, size);
+        if (!b) {
+            reply_err(req, ENOMEM);
+            return;
+        }
+        read_buf = b;
+        read_cap = size;
+    }
+    ssize_t n = pread(h->fd, read_buf, size, off);
+    if (n < 0) {
+        reply_err(req, errno);
+        return;
+    }
+    kvfs_stat_add(&kvfs_d.stats, bytes_read, n);
+    fuse_reply_buf(req, read_buf, (size_t)n);
+}
+
+static void op_write_buf(fuse_req_t req, fuse_ino_t nodeid, struct fuse_bufvec *in, off_t off,
+                         struct fuse_file_info *fi)
+{
+    (void)nodeid;
+    struct kvfs_handle *h = handle_of(fi);
+    if (h->kind != H_STAGE) {
+        reply_err(req, EBADF);
+        return;
+    }
+    pthread_rwlock_rdlock(&h->rw);
+    pthread_mutex_lock(&h->lock);
+    enum kvfs_pub_action act = kvfs_pub_decide(&h->pub, KVFS_EV_WRITE);
+    int err = act == KVFS_ACT_REFUSE ? -EPERM : h->pub.error;
+    pthread_mutex_unlock(&h->lock);
+    if (act != KVFS_ACT_PROCEED) {
+        pthread_rwlock_unlock(&h->rw);
+        if (act == KVFS_ACT_REFUSE)
+            kvfs_debug("write to published file '%s' refused", h->name);
+        reply_err(req, err);
+        return;
+    }
+    struct fuse_bufvec dst = FUSE_BUFVEC_INIT(fuse_buf_size(in));
+    dst.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+    dst.buf[0].fd = h->fd;
+    dst.buf[0].pos = off;
+    ssize_t n = fuse_buf_copy(&dst, in, 0);
+    if (n < 0) {
+        /* A failed write fails the whole file: it must never be published
+         * with a hole, even if the writer ignores this error. */
+        pthread_mutex_lock(&h->lock);
+        kvfs_pub_fail(&h->pub, (int)n);
+        pthread_mutex_unlock(&h->lock);
+        kvfs_stage_discard(&kvfs_d.store, &h->stage);
+        pthread_rwlock_unlock(&h->rw);
+        kvfs_warn("write to '%s' failed: %s; it will not be published", h->name,
+                  strerror((int)-n));
+        reply_err(req, (int)n);
+        return;
+    }
+    pthread_mutex_lock(&h->lock);
+    kvfs_pub_wrote(&h->pub);
+    pthread_mutex_unlock(&h->lock);
+    pthread_rwlock_unlock(&h->rw);
+    kvfs_stat_add(&kvfs_d.stats, bytes_written, n);
+    fuse_reply_write(req, (size_t)n);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
+{
+    (void)nodeid;
+    struct kvfs_handle *h = handle_of(fi);
+    if (h->kind != H_STAGE) {
+        reply_err(req, 0);
+        return;
+    }
+    pid_t pid = fuse_req_ctx(req)->pid;
+    enum kvfs_pub_event ev =
+        same_process(pid, h->opener) ? KVFS_EV_FLUSH_OPENER : KVFS_EV_FLUSH_OTHER;
+    pthread_rwlock_wrlock(&h->rw);
+    pthread_mutex_lock(&h->lock);
+    enum kvfs_pub_action act = kvfs_pub_decide(&h->pub, ev);
+    int rc = act == KVFS_ACT_FAILED ? h->pub.error : 0;
+    pthread_mutex_unlock(&h->lock);
+    if (act == KVFS_ACT_PUBLISH)
+        rc = publish_handle(h, "close");
+    pthread_rwlock_unlock(&h->rw);
+    reply_err(req, rc);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
+{
+    (void)nodeid;
+    struct kvfs_handle *h = handle_of(fi);
+    if (h->kind == H_STAGE) {
+        pthread_rwlock_wrlock(&h->rw);
+        pthread_mutex_lock(&h->lock);
+        enum kvfs_pub_action act = kvfs_pub_decide(&h->pub, KVFS_EV_RELEASE);
+        pthread_mutex_unlock(&h->lock);
+        if (act == KVFS_ACT_PUBLISH)
+            publish_handle(h, "release"); /* its error is logged and counted */
+        kvfs_stage_discard(&kvfs_d.store, &h->stage);
+        pthread_rwlock_unlock(&h->rw);
+    }
+    handle_free(h);
+    reply_err(req, 0);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t nodeid, int datasync, struct fuse_file_info *fi)
+{
+    (void)nodeid;
+    struct kvfs_handle *h = handle_of(fi);
+    int rc = 0;
+    if (h->fd >= 0)
+        rc = (datasync ? fdatasync(h->fd) : fsync(h->fd)) == 0 ? 0 : -errno;
+    reply_err(req, rc);
+}
+
+/* ---- directories ---- */
+
+static void op_opendir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
+{
+    struct kvfs_inode *ino = kvfs_inode_get(nodeid);
+    if (ino->kind != KVFS_INODE_DIR && ino->kind != KVFS_INODE_CTL_DIR) {
+        reply_err(req, ENOTDIR);
+        return;
+    }
+    struct kvfs_handle *h = handle_new(H_DIR, ino);
+    if (!h) {
+        reply_err(req, ENOMEM);
+        return;
+    }
+    fi->fh = (uint64_t)(uintptr_t)h;
+    if (fuse_reply_open(req, fi) != 0)
+        handle_free(h);
+}
+
+/* Fills the snapshot of a directory listing (at offset 0: opendir or rewind). */
+static int load_listing(struct kvfs_handle *h)
+{
+    kvfs_listing_free(&h->list);
+    if (h->ino->kind == KVFS_INODE_CTL_DIR) {
+        for (int i = 0; kvfs_ctl_names[i]; i++) {
+            struct kvfs_listing *l = &h->list;
+            struct kvfs_dirent *e = realloc(l->ents, (l->n + 1) * sizeof(*e));
+            char *n = strdup(kvfs_ctl_names[i]);
+            if (!e || !n) {
+                free(n);
+                if (e)
+                    l->ents = e;
+                return -ENOMEM;
+            }
+            l->ents = e;
+            l->ents[l->n].name = n;
+            l->ents[l->n++].type = DT_REG;
+        }
+        return 0;
+    }
+    return kvfs_dir_list(h->ino->fd, &h->list);
+}
+
+/* Entry I of a listing: ".", "..", the control directory (at the root),
+ * then the snapshot. */
+static const char *listing_name(struct kvfs_handle *h, size_t i, unsigned char *type)
+{
+    *type = DT_DIR;
+    if (i == 0)
+        return ".";
+    if (i == 1)
+        return "..";
+    i -= 2;
+    if (h->ino == kvfs_inode_root()) {
+        if (i == 0)
+            return KVFS_CTL_DIR;
+        i--;
+    }
+    if (i >= h->list.n)
+        return NULL;
+    *type = h->list.ents[i].type;
+    return h->list.ents[i].name;
+}
+
+static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi,
+                       bool plus)
+{
+    struct kvfs_handle *h = handle_of(fi);
+    pthread_mutex_lock(&h->lock);
+    if (off == 0) {
+        int rc = load_listing(h);
+        if (rc) {
+            pthread_mutex_unlock(&h->lock);
+            reply_err(req, rc);
+            return;
+        }
+    }
+    char *buf = malloc(size);
+    if (!buf) {
+        pthread_mutex_unlock(&h->lock);
+        reply_err(req, ENOMEM);
+        return;
+    }
+    size_t pos = 0;
+    unsigned char type;
+    const char *name;
+    for (size_t i = (size_t)off; (name = listing_name(h, i, &type)); i++) {
+        size_t n;
+        if (!plus) {
+            struct stat st = {.st_ino = 1, .st_mode = (mode_t)type << 12};
+            n = fuse_add_direntry(req, buf + pos, size - pos, name, &st, (off_t)(i + 1));
+        } else {
+            struct fuse_entry_param e;
+            memset(&e, 0, sizeof(e));
+            bool counted = false;
+            if (i < 2) {
+                e.attr.st_ino = 1;
+                e.attr.st_mode = S_IFDIR;
+            } else if (h->ino->kind == KVFS_INODE_CTL_DIR) {
+                ctl_entry(kvfs_ctl_lookup(name), &e);
+            } else if (h->ino == kvfs_inode_root() && strcmp(name, KVFS_CTL_DIR) == 0) {
+                ctl_entry(kvfs_ctl_dir(), &e);
+            } else if (do_lookup(h->ino, name, &e) == 0) {
+                counted = true;
+            } else {
+                continue; /* removed since the snapshot */
+            }
+            n = fuse_add_direntry_plus(req, buf + pos, size - pos, name, &e, (off_t)(i + 1));
+            if (n > size - pos && counted)
+                kvfs_inode_forget(kvfs_inode_get(e.ino), 1);
+        }
+        if (n > size - pos)
+            break;
+        pos += n;
+    }
+    pthread_mutex_unlock(&h->lock);
+    fuse_reply_buf(req, buf, pos);
+    free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+    (void)nodeid;
+    do_readdir(req, size, off, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off,
+                           struct fuse_file_info *fi)
+{
+    (void)nodeid;
+    do_readdir(req, size, off, fi, true);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
+{
+    (void)nodeid;
+    handle_free(handle_of(fi));
+    reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t nodeid, int datasync,
+                        struct fuse_file_info *fi)
+{
+    (void)fi;
+    struct kvfs_inode *ino = kvfs_inode_get(nodeid);
+    int rc = 0;
+    if (ino->kind == KVFS_INODE_DIR) {
+        int fd = kvfs_open_beneath(ino->fd, ".", O_RDONLY | O_DIRECTORY, 0);
+        rc = fd;
+        if (fd >= 0) {
+            rc = (datasync ? fdatasync(fd) : fsync(fd)) == 0 ? 0 : -errno;
+            close(fd);
+        }
+    }
+    reply_err(req, rc);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t nodeid)
+{
+    (void)nodeid;
+    struct statvfs sv;
+    if (fstatvfs(kvfs_d.store.root_fd, &sv) != 0) {
+        reply_err(req, errno);
+        return;
+    }
+    fuse_reply_statfs(req, &sv);
+}
+
+/* ---- extended attributes: user.* only, stored on the backing file ---- */
+
+static bool user_xattr(const char *name)
+{
+    return strncmp(name, "user.", 5) == 0;
+}
+
+/* Runs an xattr call on the backing file of NODEID through /proc/self/fd,
+ * which works on O_PATH descriptors. */
+static int xattr_target(fuse_ino_t nodeid, char *proc, size_t len, int *fd)
+{
+    struct kvfs_inode *ino = kvfs_inode_get(nodeid);
+    struct stat st;
+    if (is_ctl(ino))
+        return -EROFS;
+    *fd = path_fd(ino, &st);
+    if (*fd < 0)
+        return *fd;
+    snprintf(proc, len, "/proc/self/fd/%d", *fd);
+    return 0;
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name, const char *value,
+                        size_t size, int flags)
+{
+    char proc[64];
+    int fd = -1;
+    int rc = user_xattr(name) ? xattr_target(nodeid, proc, sizeof(proc), &fd) : -EOPNOTSUPP;
+    if (!rc)
+        rc = setxattr(proc, name, value, size, flags) == 0 ? 0 : -errno;
+    put_path_fd(kvfs_inode_get(nodeid), fd);
+    reply_err(req, rc);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name, size_t size)
+{
+    char proc[64];
+    int fd = -1;
+    int rc = user_xattr(name) ? xattr_target(nodeid, proc, sizeof(proc), &fd) : -ENODATA;
+    if (rc == -EROFS)
+        rc = -ENODATA;
+    char *buf = NULL;
+    ssize_t n = 0;
+    if (!rc && size > 0 && !(buf = malloc(size)))
+        rc = -ENOMEM;
+    if (!rc) {
+        n = getxattr(proc, name, buf, size);
+        if (n < 0)
+            rc = -errno;
+    }
+    put_path_fd(kvfs_inode_get(nodeid), fd);
+    if (rc)
+        reply_err(req, rc);
+    else if (size == 0)
+        fuse_reply_xattr(req, (size_t)n);
+    else
+        fuse_reply_buf(req, buf, (size_t)n);
+    free(buf);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t nodeid, size_t size)
+{
+    char proc[64];
+    int fd = -1;
+    int rc = xattr_target(nodeid, proc, sizeof(proc), &fd);
+    if (rc == -EROFS) {
+        size == 0 ? fuse_reply_xattr(req, 0) : fuse_reply_buf(req, NULL, 0);
+        return;
+    }
+    char *all = NULL, *out = NULL;
+    ssize_t n = 0;
+    if (!rc) {
+        n = listxattr(proc, NULL, 0);
+        if (n < 0)
+            rc = -errno;
+    }
+    if (!rc && n > 0) {
+        all = malloc((size_t)n);
+        out = malloc((size_t)n);
+        if (!all || !out)
+            rc = -ENOMEM;
+        else if ((n = listxattr(proc, all, (size_t)n)) < 0)
+            rc = -errno;
+    }
+    put_path_fd(kvfs_inode_get(nodeid), fd);
+    size_t used = 0;
+    for (ssize_t i = 0; !rc && i < n; i += (ssize_t)strlen(all + i) + 1) {
+        if (user_xattr(all + i)) {
+            size_t l = strlen(all + i) + 1;
+            memcpy(out + used, all + i, l);
+            used += l;
+        }
+    }
+    if (rc)
+        reply_err(req, rc);
+    else if (size == 0)
+        fuse_reply_xattr(req, used);
+    else if (used > size)
+        reply_err(req, ERANGE);
+    else
+        fuse_reply_buf(req, out, used);
+    free(all);
+    free(out);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t nodeid, const char *name)
+{
+    char proc[64];
+    int fd = -1;
+    int rc = user_xattr(name) ? xattr_target(nodeid, proc, sizeof(proc), &fd) : -EOPNOTSUPP;
+    if (!rc)
+        rc = removexattr(proc, name) == 0 ? 0 : -errno;
+    put_path_fd(kvfs_inode_get(nodeid), fd);
+    reply_err(req, rc);
+}
+
+const struct fuse_lowlevel_ops kvfs_ops = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_rmdir,
+    .rename = op_rename,
+    .link = op_refuse_link,
+    .symlink = op_refuse_symlink,
+    .mknod = op_refuse_mknod,
+    .create = op_create,
+    .open = op_open,
+    .read = op_read,
+    .write_buf = op_write_buf,
+    .flush = op_flush,
+    .release = op_release,
+    .fsync = op_fsync,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
+    .releasedir = op_releasedir,
+    .fsyncdir = op_fsyncdir,
+    .statfs = op_statfs,
+    .setxattr = op_setxattr,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+    .removexattr = op_removexattr,
+};

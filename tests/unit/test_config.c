@@ -1,0 +1,139 @@
+/* Unit tests for core/kvfs_config: good and bad command lines and values. */
+#include "kvfs_config.h"
+#include "kvfs_log.h"
+
+#include <check.h>
+#include <stdarg.h>
+#include <string.h>
+
+static int parse(struct kvfs_config *c, char *err, int argc, ...)
+{
+    char *argv[32];
+    va_list ap;
+    va_start(ap, argc);
+    argv[0] = "kvfs";
+    for (int i = 1; i < argc; i++)
+        argv[i] = va_arg(ap, char *);
+    va_end(ap);
+    kvfs_config_defaults(c);
+    err[0] = '\0';
+    return kvfs_config_parse(c, argc, argv, err, 256);
+}
+
+START_TEST(defaults)
+{
+    struct kvfs_config c;
+    char err[256];
+    ck_assert_int_eq(parse(&c, err, 3, "/b", "/m"), 0);
+    ck_assert_str_eq(c.backing, "/b");
+    ck_assert_str_eq(c.mountpoint, "/m");
+    ck_assert(!c.foreground);
+    ck_assert(c.negative_timeout <= 1.0);
+    ck_assert(c.entry_timeout >= 60.0);
+    ck_assert_uint_eq(c.threads, 16);
+    ck_assert_int_eq(c.allow_other, -1);
+    kvfs_config_finish(&c, 0);
+    ck_assert_int_eq(c.allow_other, 1);
+    ck_assert_int_eq(c.default_permissions, 1);
+    ck_assert_int_eq(parse(&c, err, 3, "/b", "/m"), 0);
+    kvfs_config_finish(&c, 1000);
+    ck_assert_int_eq(c.allow_other, 0);
+    ck_assert_int_eq(c.default_permissions, 0);
+}
+END_TEST
+
+START_TEST(good_options)
+{
+    struct kvfs_config c;
+    char err[256];
+    ck_assert_int_eq(parse(&c, err, 6, "-f", "-o",
+                           "entry_timeout=10,attr_timeout=2.5,negative_timeout=0,threads=4,"
+                           "log_level=debug,durable,staging_grace=60,noallow_other",
+                           "/b", "/m"),
+                     0);
+    ck_assert(c.foreground);
+    ck_assert(c.entry_timeout == 10.0);
+    ck_assert(c.attr_timeout == 2.5);
+    ck_assert(c.negative_timeout == 0.0);
+    ck_assert_uint_eq(c.threads, 4);
+    ck_assert_int_eq(c.log_level, KVFS_LOG_DEBUG);
+    ck_assert(c.durable);
+    ck_assert_uint_eq(c.staging_grace, 60);
+    ck_assert_int_eq(c.allow_other, 0);
+    /* -oX form, repeated -o, generic mount options forwarded, fstab ones ignored */
+    ck_assert_int_eq(parse(&c, err, 7, "-othreads=2", "-o", "rw,nosuid,nodev,noatime,_netdev,defaults",
+                           "/b", "/m", "-d"),
+                     0);
+    ck_assert_uint_eq(c.threads, 2);
+    ck_assert_str_eq(c.fuse_opts, "rw,nosuid,nodev,noatime");
+    ck_assert(c.fuse_debug && c.foreground);
+    ck_assert_int_eq(parse(&c, err, 5, "-o", "fsname=a\\,b", "/b", "/m"), 0);
+    ck_assert_str_eq(c.fuse_opts, "fsname=a\\,b");
+}
+END_TEST
+
+START_TEST(bad_options)
+{
+    struct kvfs_config c;
+    char err[256];
+    struct {
+        const char *opt;
+        const char *msg;
+    } cases[] = {
+        {"bogus", "unknown option 'bogus'"},
+        {"entry_timeout=abc", "entry_timeout"},
+        {"entry_timeout=-1", "entry_timeout"},
+        {"entry_timeout=", "entry_timeout"},
+        {"entry_timeout=nan", "entry_timeout"},
+        {"threads=0", "threads"},
+        {"threads=99999", "threads"},
+        {"threads=4x", "threads"},
+        {"threads=-3", "threads"},
+        {"log_level=loud", "log_level"},
+        {"durable=1", "takes no value"},
+        {"nosuid=1", "takes no value"},
+        {"fsname=", "needs a value"},
+        {"staging_grace=0", "staging_grace"},
+        {"durable,,threads=2", "empty option"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ck_assert_int_eq(parse(&c, err, 4, "-o", cases[i].opt, "/b", "/m"), -1);
+        ck_assert_msg(strstr(err, cases[i].msg), "'%s' gave '%s'", cases[i].opt, err);
+    }
+    ck_assert_int_eq(parse(&c, err, 2, "/b"), -1);
+    ck_assert(strstr(err, "MOUNTPOINT"));
+    ck_assert_int_eq(parse(&c, err, 1), -1);
+    ck_assert_int_eq(parse(&c, err, 4, "/b", "/m", "/x"), -1);
+    ck_assert(strstr(err, "unexpected argument"));
+    ck_assert_int_eq(parse(&c, err, 4, "-x", "/b", "/m"), -1);
+    ck_assert(strstr(err, "unknown flag"));
+    ck_assert_int_eq(parse(&c, err, 3, "/b", "-o"), -1);
+}
+END_TEST
+
+START_TEST(help_and_version)
+{
+    struct kvfs_config c;
+    char err[256];
+    ck_assert_int_eq(parse(&c, err, 2, "--help"), 0);
+    ck_assert(c.show_help);
+    ck_assert_int_eq(parse(&c, err, 2, "--version"), 0);
+    ck_assert(c.show_version);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("config");
+    TCase *tc = tcase_create("config");
+    tcase_add_test(tc, defaults);
+    tcase_add_test(tc, good_options);
+    tcase_add_test(tc, bad_options);
+    tcase_add_test(tc, help_and_version);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
