@@ -11,8 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void kvfs_config_defaults(struct kvfs_config *cfg)
-{
+void kvfs_config_defaults(struct kvfs_config *cfg) {
     memset(cfg, 0, sizeof(*cfg));
     cfg->entry_timeout = 3600.0;
     cfg->attr_timeout = 3600.0;
@@ -27,17 +26,16 @@ void kvfs_config_defaults(struct kvfs_config *cfg)
 
 /* Generic mount options: accepted and handed to libfuse / the kernel. */
 static const char *const forwarded_flags[] = {
-    "rw",    "ro",   "suid",   "nosuid",     "dev",          "nodev", "exec",
-    "noexec", "async", "sync", "dirsync", "atime", "noatime", "nodiratime",
-    "relatime", "norelatime", "strictatime", "nostrictatime", "lazytime", "nolazytime",
-    "auto_unmount", NULL};
+    "rw",       "ro",         "suid",         "nosuid",     "dev",         "nodev",
+    "exec",     "noexec",     "async",        "sync",       "dirsync",     "atime",
+    "noatime",  "nodiratime", "relatime",     "norelatime", "strictatime", "nostrictatime",
+    "lazytime", "nolazytime", "auto_unmount", NULL};
 static const char *const forwarded_valued[] = {"fsname", "subtype", "max_read", NULL};
 /* Options mount(8) and fstab use that mean nothing to a running daemon. */
-static const char *const ignored_flags[] = {"defaults", "auto", "noauto", "user", "nouser",
-                                            "users", "_netdev", "nofail", NULL};
+static const char *const ignored_flags[] = {"defaults", "auto",    "noauto", "user", "nouser",
+                                            "users",    "_netdev", "nofail", NULL};
 
-static bool in_list(const char *const *list, const char *name, size_t len)
-{
+static bool in_list(const char *const *list, const char *name, size_t len) {
     for (; *list; list++)
         if (strlen(*list) == len && strncmp(*list, name, len) == 0)
             return true;
@@ -45,8 +43,7 @@ static bool in_list(const char *const *list, const char *name, size_t len)
 }
 
 __attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, const char *fmt,
-                                                      ...)
-{
+                                                      ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
@@ -54,9 +51,7 @@ __attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, 
     return -1;
 }
 
-static int parse_seconds(const char *name, const char *val, double *out, char *err,
-                         size_t errlen)
-{
+static int parse_seconds(const char *name, const char *val, double *out, char *err, size_t errlen) {
     char *end;
     if (!val || !*val)
         return fail(err, errlen, "option '%s' needs a value in seconds", name);
@@ -70,8 +65,7 @@ static int parse_seconds(const char *name, const char *val, double *out, char *e
 }
 
 static int parse_uint(const char *name, const char *val, unsigned lo, unsigned hi, unsigned *out,
-                      char *err, size_t errlen)
-{
+                      char *err, size_t errlen) {
     char *end;
     char range[64];
     snprintf(range, sizeof(range), "%u to %u", lo, hi);
@@ -87,8 +81,7 @@ static int parse_uint(const char *name, const char *val, unsigned lo, unsigned h
     return 0;
 }
 
-static int add_fuse_opt(struct kvfs_config *cfg, const char *opt, char *err, size_t errlen)
-{
+static int add_fuse_opt(struct kvfs_config *cfg, const char *opt, char *err, size_t errlen) {
     size_t used = strlen(cfg->fuse_opts);
     size_t need = strlen(opt) + (used ? 1 : 0);
     if (used + need + 1 > sizeof(cfg->fuse_opts))
@@ -107,8 +100,7 @@ static int add_fuse_opt(struct kvfs_config *cfg, const char *opt, char *err, siz
     return 0;
 }
 
-int kvfs_config_apply_option(struct kvfs_config *cfg, const char *opt, char *err, size_t errlen)
-{
+int kvfs_config_apply_option(struct kvfs_config *cfg, const char *opt, char *err, size_t errlen) {
     const char *eq = strchr(opt, '=');
     size_t nlen = eq ? (size_t)(eq - opt) : strlen(opt);
     const char *val = eq ? eq + 1 : NULL;
@@ -155,7 +147,8 @@ int kvfs_config_apply_option(struct kvfs_config *cfg, const char *opt, char *err
     if (strcmp(name, "log_level") == 0) {
         int lvl = val ? kvfs_log_parse_level(val) : -1;
         if (lvl < 0)
-            return fail(err, errlen, "option 'log_level': '%s' is not one of error, warn, info, debug",
+            return fail(err, errlen,
+                        "option 'log_level': '%s' is not one of error, warn, info, debug",
                         val ? val : "");
         cfg->log_level = lvl;
         return 0;
@@ -185,8 +178,7 @@ int kvfs_config_apply_option(struct kvfs_config *cfg, const char *opt, char *err
 }
 
 /* Splits one -o argument on commas; "\," escapes a comma inside a value. */
-static int apply_option_list(struct kvfs_config *cfg, const char *list, char *err, size_t errlen)
-{
+static int apply_option_list(struct kvfs_config *cfg, const char *list, char *err, size_t errlen) {
     char opt[1024];
     size_t n = 0;
     for (const char *p = list;; p++) {
@@ -209,8 +201,7 @@ static int apply_option_list(struct kvfs_config *cfg, const char *list, char *er
     }
 }
 
-int kvfs_config_parse(struct kvfs_config *cfg, int argc, char **argv, char *err, size_t errlen)
-{
+int kvfs_config_parse(struct kvfs_config *cfg, int argc, char **argv, char *err, size_t errlen) {
     const char *pos[2];
     int npos = 0;
     bool no_more_flags = false;
@@ -251,23 +242,22 @@ int kvfs_config_parse(struct kvfs_config *cfg, int argc, char **argv, char *err,
     if (cfg->show_help || cfg->show_version)
         return 0;
     if (npos < 2)
-        return fail(err, errlen, "missing %s (usage: kvfs [-f] [-o opt,...] BACKING_DIR MOUNTPOINT)",
+        return fail(err, errlen,
+                    "missing %s (usage: kvfs [-f] [-o opt,...] BACKING_DIR MOUNTPOINT)",
                     npos == 0 ? "BACKING_DIR and MOUNTPOINT" : "MOUNTPOINT");
     cfg->backing = pos[0];
     cfg->mountpoint = pos[1];
     return 0;
 }
 
-void kvfs_config_finish(struct kvfs_config *cfg, unsigned euid)
-{
+void kvfs_config_finish(struct kvfs_config *cfg, unsigned euid) {
     if (cfg->allow_other < 0)
         cfg->allow_other = euid == 0;
     if (cfg->default_permissions < 0)
         cfg->default_permissions = euid == 0;
 }
 
-void kvfs_config_usage(const char *prog, void *stream)
-{
+void kvfs_config_usage(const char *prog, void *stream) {
     fprintf((FILE *)stream,
             "usage: %s [-f] [-d] [-o opt[=val],...] BACKING_DIR MOUNTPOINT\n"
             "\n"

@@ -8,18 +8,15 @@
 #include <stdio.h>
 #include <string.h>
 
-static bool is_hex(char c)
-{
+static bool is_hex(char c) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
-static bool is_alnum(char c)
-{
+static bool is_alnum(char c) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
-bool kvfs_name_is_block(const char *name, size_t *hash_len)
-{
+bool kvfs_name_is_block(const char *name, size_t *hash_len) {
     size_t n = 0;
     while (is_hex(name[n]))
         n++;
@@ -39,13 +36,11 @@ bool kvfs_name_is_block(const char *name, size_t *hash_len)
     return true;
 }
 
-bool kvfs_name_is_reserved(const char *name)
-{
+bool kvfs_name_is_reserved(const char *name) {
     return strncmp(name, KVFS_RESERVED_PREFIX, sizeof(KVFS_RESERVED_PREFIX) - 1) == 0;
 }
 
-int kvfs_name_check(const char *name)
-{
+int kvfs_name_check(const char *name) {
     size_t len = strlen(name);
     if (len == 0 || strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || strchr(name, '/'))
         return -EINVAL;
@@ -56,15 +51,13 @@ int kvfs_name_check(const char *name)
     return 0;
 }
 
-void kvfs_block_bucket(const char *name, char bucket[KVFS_BUCKET_LEN + 1])
-{
+void kvfs_block_bucket(const char *name, char bucket[KVFS_BUCKET_LEN + 1]) {
     for (int i = 0; i < KVFS_BUCKET_LEN; i++)
         bucket[i] = (char)tolower((unsigned char)name[i]);
     bucket[KVFS_BUCKET_LEN] = '\0';
 }
 
-bool kvfs_bucket_is_valid(const char *bucket)
-{
+bool kvfs_bucket_is_valid(const char *bucket) {
     for (int i = 0; i < KVFS_BUCKET_LEN; i++) {
         char c = bucket[i];
         if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
@@ -73,8 +66,7 @@ bool kvfs_bucket_is_valid(const char *bucket)
     return bucket[KVFS_BUCKET_LEN] == '\0';
 }
 
-int kvfs_block_relpath(const char *name, char *buf, size_t len)
-{
+int kvfs_block_relpath(const char *name, char *buf, size_t len) {
     char bucket[KVFS_BUCKET_LEN + 1];
     kvfs_block_bucket(name, bucket);
     int n = snprintf(buf, len, "%s/%s/%s", KVFS_FANOUT_DIR, bucket, name);
@@ -82,8 +74,7 @@ int kvfs_block_relpath(const char *name, char *buf, size_t len)
 }
 
 /* Appends "/" (unless at the start) and STR to BUF at *pos. */
-static int append(char *buf, size_t len, size_t *pos, const char *str, size_t slen)
-{
+static int append(char *buf, size_t len, size_t *pos, const char *str, size_t slen) {
     size_t need = (*pos ? 1 : 0) + slen;
     if (*pos + need + 1 > len)
         return -ENAMETOOLONG;
@@ -95,8 +86,7 @@ static int append(char *buf, size_t len, size_t *pos, const char *str, size_t sl
     return 0;
 }
 
-int kvfs_path_to_backing(const char *mount_rel, char *buf, size_t len)
-{
+int kvfs_path_to_backing(const char *mount_rel, char *buf, size_t len) {
     char comp[KVFS_NAME_MAX + 2];
     size_t pos = 0;
     const char *p = mount_rel;
@@ -133,8 +123,7 @@ int kvfs_path_to_backing(const char *mount_rel, char *buf, size_t len)
     return 0;
 }
 
-int kvfs_path_from_backing(const char *backing_rel, char *buf, size_t len)
-{
+int kvfs_path_from_backing(const char *backing_rel, char *buf, size_t len) {
     char comp[KVFS_NAME_MAX + 2];
     size_t pos = 0;
     const char *p = backing_rel;

@@ -13,8 +13,7 @@
 #include <unistd.h>
 
 int kvfs_stage_create(struct kvfs_store *st, int flags, mode_t mode, bool chown, uid_t uid,
-                      gid_t gid, struct kvfs_stage *out)
-{
+                      gid_t gid, struct kvfs_stage *out) {
     memset(out, 0, sizeof(*out));
     uint64_t seq = atomic_fetch_add(&st->seq, 1);
     snprintf(out->sname, sizeof(out->sname), "%s.%d.%llu.stage", st->node, (int)getpid(),
@@ -42,16 +41,14 @@ int kvfs_stage_create(struct kvfs_store *st, int flags, mode_t mode, bool chown,
     return 0;
 }
 
-void kvfs_stage_discard(struct kvfs_store *st, struct kvfs_stage *sg)
-{
+void kvfs_stage_discard(struct kvfs_store *st, struct kvfs_stage *sg) {
     if (sg->sname[0] && unlinkat(st->staging_fd, sg->sname, 0) != 0 && errno != ENOENT)
         kvfs_warn("cannot remove staging file %s: %s", sg->sname, strerror(errno));
     sg->sname[0] = '\0';
 }
 
 int kvfs_stage_publish(struct kvfs_store *st, struct kvfs_stage *sg, int dfd, const char *name,
-                       bool exclusive, bool durable)
-{
+                       bool exclusive, bool durable) {
     bool block = kvfs_name_is_block(name, NULL);
     int rc = 0;
     if (durable && fdatasync(sg->fd) != 0)
@@ -86,8 +83,7 @@ int kvfs_stage_publish(struct kvfs_store *st, struct kvfs_stage *sg, int dfd, co
     return rc;
 }
 
-int kvfs_staging_collect(struct kvfs_store *st, time_t max_age, time_t now, uint64_t *removed)
-{
+int kvfs_staging_collect(struct kvfs_store *st, time_t max_age, time_t now, uint64_t *removed) {
     int fd = openat(st->staging_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
@@ -121,8 +117,7 @@ int kvfs_staging_collect(struct kvfs_store *st, time_t max_age, time_t now, uint
     return rc;
 }
 
-enum kvfs_pub_action kvfs_pub_decide(const struct kvfs_pub *p, enum kvfs_pub_event ev)
-{
+enum kvfs_pub_action kvfs_pub_decide(const struct kvfs_pub *p, enum kvfs_pub_event ev) {
     switch (p->state) {
     case KVFS_PUB_STAGING:
         switch (ev) {
@@ -138,29 +133,25 @@ enum kvfs_pub_action kvfs_pub_decide(const struct kvfs_pub *p, enum kvfs_pub_eve
         }
         break;
     case KVFS_PUB_PUBLISHED:
-        return (ev == KVFS_EV_WRITE || ev == KVFS_EV_TRUNCATE) ? KVFS_ACT_REFUSE
-                                                                : KVFS_ACT_NOTHING;
+        return (ev == KVFS_EV_WRITE || ev == KVFS_EV_TRUNCATE) ? KVFS_ACT_REFUSE : KVFS_ACT_NOTHING;
     case KVFS_PUB_FAILED:
         return ev == KVFS_EV_RELEASE ? KVFS_ACT_NOTHING : KVFS_ACT_FAILED;
     }
     return KVFS_ACT_FAILED;
 }
 
-void kvfs_pub_wrote(struct kvfs_pub *p)
-{
+void kvfs_pub_wrote(struct kvfs_pub *p) {
     p->written = true;
 }
 
-void kvfs_pub_fail(struct kvfs_pub *p, int error)
-{
+void kvfs_pub_fail(struct kvfs_pub *p, int error) {
     if (p->state == KVFS_PUB_STAGING) {
         p->state = KVFS_PUB_FAILED;
         p->error = error;
     }
 }
 
-void kvfs_pub_published(struct kvfs_pub *p, int result)
-{
+void kvfs_pub_published(struct kvfs_pub *p, int result) {
     if (result >= 0) {
         p->state = KVFS_PUB_PUBLISHED;
     } else {

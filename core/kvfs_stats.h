@@ -11,20 +11,20 @@
 #include <stdint.h>
 
 #define KVFS_STATS_COUNTERS(X)                                                                     \
-    X(blocks_published, "Blocks published (first complete copy of a block name)")                \
-    X(files_published, "Non-block files published")                                              \
-    X(publish_conflicts, "Publications discarded because the block already existed")              \
-    X(publish_errors, "Publications that failed (the error went to close() or the log)")          \
-    X(bytes_written, "Bytes written through the mount")                                           \
-    X(bytes_read, "Bytes read through the mount")                                                 \
-    X(lookups, "Name lookups")                                                                    \
-    X(lookup_misses, "Name lookups that found nothing")                                           \
-    X(creates, "Files created (staged)")                                                          \
-    X(opens, "Files opened")                                                                      \
-    X(unlinks, "Files removed through the mount")                                                 \
-    X(renames, "Renames through the mount")                                                       \
-    X(refused, "Requests refused as bad input (reserved names, immutable files, escapes)")        \
-    X(errors, "Requests that failed with an error from the backing store")                        \
+    X(blocks_published, "Blocks published (first complete copy of a block name)")                  \
+    X(files_published, "Non-block files published")                                                \
+    X(publish_conflicts, "Publications discarded because the block already existed")               \
+    X(publish_errors, "Publications that failed (the error went to close() or the log)")           \
+    X(bytes_written, "Bytes written through the mount")                                            \
+    X(bytes_read, "Bytes read through the mount")                                                  \
+    X(lookups, "Name lookups")                                                                     \
+    X(lookup_misses, "Name lookups that found nothing")                                            \
+    X(creates, "Files created (staged)")                                                           \
+    X(opens, "Files opened")                                                                       \
+    X(unlinks, "Files removed through the mount")                                                  \
+    X(renames, "Renames through the mount")                                                        \
+    X(refused, "Requests refused as bad input (reserved names, immutable files, escapes)")         \
+    X(errors, "Requests that failed with an error from the backing store")                         \
     X(staging_collected, "Stale staging files removed")
 
 struct kvfs_stats {
@@ -51,7 +51,7 @@ struct kvfs_stats_info {
 /* Render into BUF; return the length the full text needs (as snprintf). */
 size_t kvfs_stats_format_text(const struct kvfs_stats *s, const struct kvfs_stats_info *info,
                               char *buf, size_t len);
-size_t kvfs_stats_format_prometheus(const struct kvfs_stats *s,
-                                    const struct kvfs_stats_info *info, char *buf, size_t len);
+size_t kvfs_stats_format_prometheus(const struct kvfs_stats *s, const struct kvfs_stats_info *info,
+                                    char *buf, size_t len);
 
 #endif

@@ -19,23 +19,20 @@
 #define FORMAT_FILE "format"
 #define STAGING_DIR "staging"
 
-static int set_err(char *err, size_t errlen, const char *fmt, const char *a, int e)
-{
+static int set_err(char *err, size_t errlen, const char *fmt, const char *a, int e) {
     snprintf(err, errlen, fmt, a, strerror(e));
     return -e;
 }
 
 /* True if path A equals B or lies below it (both canonical). */
-static bool path_within(const char *a, const char *b)
-{
+static bool path_within(const char *a, const char *b) {
     size_t n = strlen(b);
     if (strcmp(b, "/") == 0)
         return true;
     return strncmp(a, b, n) == 0 && (a[n] == '\0' || a[n] == '/');
 }
 
-int kvfs_store_check_paths(const char *backing, const char *mountpoint, char *err, size_t errlen)
-{
+int kvfs_store_check_paths(const char *backing, const char *mountpoint, char *err, size_t errlen) {
     char rb[PATH_MAX], rm[PATH_MAX];
     struct stat st;
     if (stat(backing, &st) != 0)
@@ -67,8 +64,7 @@ int kvfs_store_check_paths(const char *backing, const char *mountpoint, char *er
 
 /* Creates (if missing) and opens the state directory's format file, refusing
  * a layout newer than ours. */
-static int check_format(struct kvfs_store *st, char *err, size_t errlen)
-{
+static int check_format(struct kvfs_store *st, char *err, size_t errlen) {
     char want[128];
     int wlen = snprintf(want, sizeof(want), "kvfs-layout %d\nfanout %s/%d-hex-digits\n",
                         KVFS_LAYOUT_VERSION, KVFS_FANOUT_DIR, KVFS_BUCKET_LEN);
@@ -102,15 +98,14 @@ static int check_format(struct kvfs_store *st, char *err, size_t errlen)
         return -EINVAL;
     }
     if (version != KVFS_LAYOUT_VERSION) {
-        snprintf(err, errlen, "backing store uses kvfs layout %d; this kvfs understands %d", version,
-                 KVFS_LAYOUT_VERSION);
+        snprintf(err, errlen, "backing store uses kvfs layout %d; this kvfs understands %d",
+                 version, KVFS_LAYOUT_VERSION);
         return -EINVAL;
     }
     return 0;
 }
 
-static void node_name(char *buf, size_t len)
-{
+static void node_name(char *buf, size_t len) {
     char host[256] = "node";
     gethostname(host, sizeof(host) - 1);
     host[sizeof(host) - 1] = '\0';
@@ -126,8 +121,7 @@ static void node_name(char *buf, size_t len)
         snprintf(buf, len, "node");
 }
 
-int kvfs_store_open(struct kvfs_store *st, const char *backing, char *err, size_t errlen)
-{
+int kvfs_store_open(struct kvfs_store *st, const char *backing, char *err, size_t errlen) {
     memset(st, 0, sizeof(*st));
     st->root_fd = st->state_fd = st->staging_fd = -1;
     node_name(st->node, sizeof(st->node));
@@ -139,8 +133,10 @@ int kvfs_store_open(struct kvfs_store *st, const char *backing, char *err, size_
         kvfs_store_close(st);
         return set_err(err, errlen, "cannot create the state folder in '%s': %s", backing, e);
     }
-    st->state_fd = openat(st->root_fd, KVFS_STATE_DIR, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    bool ok = st->state_fd >= 0 && (mkdirat(st->state_fd, STAGING_DIR, 0755) == 0 || errno == EEXIST);
+    st->state_fd =
+        openat(st->root_fd, KVFS_STATE_DIR, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    bool ok =
+        st->state_fd >= 0 && (mkdirat(st->state_fd, STAGING_DIR, 0755) == 0 || errno == EEXIST);
     if (ok)
         st->staging_fd =
             openat(st->state_fd, STAGING_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -157,8 +153,7 @@ int kvfs_store_open(struct kvfs_store *st, const char *backing, char *err, size_
     return 0;
 }
 
-void kvfs_store_close(struct kvfs_store *st)
-{
+void kvfs_store_close(struct kvfs_store *st) {
     int *fds[] = {&st->staging_fd, &st->state_fd, &st->root_fd};
     for (size_t i = 0; i < 3; i++) {
         if (*fds[i] >= 0)
@@ -167,8 +162,7 @@ void kvfs_store_close(struct kvfs_store *st)
     }
 }
 
-int kvfs_open_beneath(int dfd, const char *path, int flags, mode_t mode)
-{
+int kvfs_open_beneath(int dfd, const char *path, int flags, mode_t mode) {
     struct open_how how = {
         .flags = (uint64_t)(flags | O_NOFOLLOW | O_CLOEXEC),
         .mode = (flags & O_CREAT) ? mode : 0,
@@ -185,8 +179,7 @@ int kvfs_open_beneath(int dfd, const char *path, int flags, mode_t mode)
     return -e;
 }
 
-static int stat_plain(int dfd, const char *name, struct stat *st)
-{
+static int stat_plain(int dfd, const char *name, struct stat *st) {
     if (fstatat(dfd, name, st, AT_SYMLINK_NOFOLLOW) != 0)
         return -errno;
     if (!S_ISREG(st->st_mode) && !S_ISDIR(st->st_mode)) {
@@ -196,8 +189,7 @@ static int stat_plain(int dfd, const char *name, struct stat *st)
     return 0;
 }
 
-int kvfs_entry_stat(int dfd, const char *name, struct stat *st, enum kvfs_where *where)
-{
+int kvfs_entry_stat(int dfd, const char *name, struct stat *st, enum kvfs_where *where) {
     if (kvfs_name_is_block(name, NULL)) {
         char rel[PATH_MAX];
         int rc = kvfs_block_relpath(name, rel, sizeof(rel));
@@ -221,8 +213,7 @@ int kvfs_entry_stat(int dfd, const char *name, struct stat *st, enum kvfs_where 
     return stat_plain(dfd, name, st);
 }
 
-int kvfs_entry_open(int dfd, const char *name, enum kvfs_where where, int flags)
-{
+int kvfs_entry_open(int dfd, const char *name, enum kvfs_where where, int flags) {
     if (where == KVFS_IN_BUCKET) {
         char rel[PATH_MAX];
         int rc = kvfs_block_relpath(name, rel, sizeof(rel));
@@ -234,8 +225,7 @@ int kvfs_entry_open(int dfd, const char *name, enum kvfs_where where, int flags)
 }
 
 /* Opens (and with CREATE, makes) the directory NAME below DFD. */
-static int open_subdir(int dfd, const char *name, bool create, mode_t mode)
-{
+static int open_subdir(int dfd, const char *name, bool create, mode_t mode) {
     int fd = kvfs_open_beneath(dfd, name, O_PATH | O_DIRECTORY, 0);
     if (fd == -ENOENT && create) {
         if (mkdirat(dfd, name, mode) != 0 && errno != EEXIST)
@@ -245,8 +235,7 @@ static int open_subdir(int dfd, const char *name, bool create, mode_t mode)
     return fd;
 }
 
-int kvfs_entry_parent(int dfd, const char *name, bool create)
-{
+int kvfs_entry_parent(int dfd, const char *name, bool create) {
     if (!kvfs_name_is_block(name, NULL))
         return dfd;
     mode_t mode = 0755;
@@ -263,8 +252,7 @@ int kvfs_entry_parent(int dfd, const char *name, bool create)
     return bfd;
 }
 
-int kvfs_entry_unlink(int dfd, const char *name)
-{
+int kvfs_entry_unlink(int dfd, const char *name) {
     struct stat st;
     enum kvfs_where where;
     int rc = kvfs_entry_stat(dfd, name, &st, &where);
@@ -281,8 +269,7 @@ int kvfs_entry_unlink(int dfd, const char *name)
     return rc;
 }
 
-int kvfs_entry_mkdir(int dfd, const char *name, mode_t mode)
-{
+int kvfs_entry_mkdir(int dfd, const char *name, mode_t mode) {
     struct stat st;
     enum kvfs_where where;
     if (kvfs_name_is_block(name, NULL) && kvfs_entry_stat(dfd, name, &st, &where) == 0)
@@ -292,8 +279,7 @@ int kvfs_entry_mkdir(int dfd, const char *name, mode_t mode)
 
 /* Removes DIR/.kvfs-blocks if it holds nothing but empty buckets. Returns 0,
  * -ENOTEMPTY if a block remains, or another error. */
-static int clear_fanout(int dfd)
-{
+static int clear_fanout(int dfd) {
     int fan = kvfs_open_beneath(dfd, KVFS_FANOUT_DIR, O_RDONLY | O_DIRECTORY, 0);
     if (fan == -ENOENT)
         return 0;
@@ -318,8 +304,7 @@ static int clear_fanout(int dfd)
     return rc;
 }
 
-int kvfs_entry_rmdir(int dfd, const char *name)
-{
+int kvfs_entry_rmdir(int dfd, const char *name) {
     if (unlinkat(dfd, name, AT_REMOVEDIR) == 0)
         return 0;
     if (errno != ENOTEMPTY && errno != EEXIST)
@@ -334,8 +319,7 @@ int kvfs_entry_rmdir(int dfd, const char *name)
     return unlinkat(dfd, name, AT_REMOVEDIR) == 0 ? 0 : (errno == EEXIST ? -ENOTEMPTY : -errno);
 }
 
-static int listing_add(struct kvfs_listing *l, const char *name, unsigned char type)
-{
+static int listing_add(struct kvfs_listing *l, const char *name, unsigned char type) {
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 64;
         struct kvfs_dirent *e = realloc(l->ents, cap * sizeof(*e));
@@ -354,8 +338,7 @@ static int listing_add(struct kvfs_listing *l, const char *name, unsigned char t
 }
 
 /* The type of entry DE of DFD, asking the filesystem when readdir did not say. */
-static unsigned char entry_type(int dfd, const struct dirent *de)
-{
+static unsigned char entry_type(int dfd, const struct dirent *de) {
     if (de->d_type != DT_UNKNOWN)
         return de->d_type;
     struct stat st;
@@ -364,8 +347,7 @@ static unsigned char entry_type(int dfd, const struct dirent *de)
     return S_ISREG(st.st_mode) ? DT_REG : S_ISDIR(st.st_mode) ? DT_DIR : DT_UNKNOWN;
 }
 
-static int list_bucket(int fan, const char *bucket, struct kvfs_listing *out)
-{
+static int list_bucket(int fan, const char *bucket, struct kvfs_listing *out) {
     int bfd = kvfs_open_beneath(fan, bucket, O_RDONLY | O_DIRECTORY, 0);
     if (bfd < 0)
         return bfd == -ENOENT || bfd == -EPERM || bfd == -ENOTDIR ? 0 : bfd;
@@ -391,8 +373,7 @@ static int list_bucket(int fan, const char *bucket, struct kvfs_listing *out)
     return rc;
 }
 
-static int list_fanout(int dfd, struct kvfs_listing *out)
-{
+static int list_fanout(int dfd, struct kvfs_listing *out) {
     int fan = kvfs_open_beneath(dfd, KVFS_FANOUT_DIR, O_RDONLY | O_DIRECTORY, 0);
     if (fan < 0)
         return fan == -ENOENT || fan == -EPERM || fan == -ENOTDIR ? 0 : fan;
@@ -413,8 +394,7 @@ static int list_fanout(int dfd, struct kvfs_listing *out)
     return rc;
 }
 
-int kvfs_dir_list(int dfd, struct kvfs_listing *out)
-{
+int kvfs_dir_list(int dfd, struct kvfs_listing *out) {
     memset(out, 0, sizeof(*out));
     int fd = kvfs_open_beneath(dfd, ".", O_RDONLY | O_DIRECTORY, 0);
     if (fd < 0)
@@ -444,8 +424,7 @@ int kvfs_dir_list(int dfd, struct kvfs_listing *out)
     return rc;
 }
 
-void kvfs_listing_free(struct kvfs_listing *l)
-{
+void kvfs_listing_free(struct kvfs_listing *l) {
     for (size_t i = 0; i < l->n; i++)
         free(l->ents[i].name);
     free(l->ents);

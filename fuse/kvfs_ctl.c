@@ -19,8 +19,7 @@ static struct kvfs_inode ctl_files[CTL_COUNT];
 /* st_ino values far above what backing filesystems hand out. */
 #define CTL_INO_BASE 0x7f00000000000000ull
 
-void kvfs_ctl_init(void)
-{
+void kvfs_ctl_init(void) {
     ctl_dir.kind = KVFS_INODE_CTL_DIR;
     ctl_dir.fd = -1;
     for (int i = 0; i < CTL_COUNT; i++) {
@@ -30,21 +29,18 @@ void kvfs_ctl_init(void)
     }
 }
 
-struct kvfs_inode *kvfs_ctl_dir(void)
-{
+struct kvfs_inode *kvfs_ctl_dir(void) {
     return &ctl_dir;
 }
 
-struct kvfs_inode *kvfs_ctl_lookup(const char *name)
-{
+struct kvfs_inode *kvfs_ctl_lookup(const char *name) {
     for (int i = 0; i < CTL_COUNT; i++)
         if (strcmp(name, kvfs_ctl_names[i]) == 0)
             return &ctl_files[i];
     return NULL;
 }
 
-static void fill_info(struct kvfs_stats_info *info)
-{
+static void fill_info(struct kvfs_stats_info *info) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     info->version = KVFS_VERSION;
@@ -56,8 +52,7 @@ static void fill_info(struct kvfs_stats_info *info)
     info->inodes = kvfs_itable_count();
 }
 
-int kvfs_ctl_render(const struct kvfs_inode *ino, char **buf, size_t *len)
-{
+int kvfs_ctl_render(const struct kvfs_inode *ino, char **buf, size_t *len) {
     struct kvfs_stats_info info;
     fill_info(&info);
     size_t cap = 4096;
@@ -78,8 +73,7 @@ int kvfs_ctl_render(const struct kvfs_inode *ino, char **buf, size_t *len)
     }
 }
 
-void kvfs_ctl_stat(const struct kvfs_inode *ino, struct stat *st)
-{
+void kvfs_ctl_stat(const struct kvfs_inode *ino, struct stat *st) {
     memset(st, 0, sizeof(*st));
     st->st_uid = 0;
     st->st_gid = 0;

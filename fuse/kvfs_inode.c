@@ -15,14 +15,12 @@ static size_t nbuckets;
 static uint64_t count;
 static struct kvfs_inode root;
 
-static size_t slot(dev_t dev, ino_t ino, size_t n)
-{
+static size_t slot(dev_t dev, ino_t ino, size_t n) {
     uint64_t h = (uint64_t)ino * 0x9E3779B97F4A7C15ull ^ (uint64_t)dev * 0xC2B2AE3D27D4EB4Full;
     return (size_t)(h >> 17) & (n - 1);
 }
 
-int kvfs_itable_init(int root_fd)
-{
+int kvfs_itable_init(int root_fd) {
     nbuckets = 1 << 12;
     buckets = calloc(nbuckets, sizeof(*buckets));
     if (!buckets)
@@ -34,8 +32,7 @@ int kvfs_itable_init(int root_fd)
     return 0;
 }
 
-void kvfs_itable_destroy(void)
-{
+void kvfs_itable_destroy(void) {
     pthread_mutex_lock(&lock);
     for (size_t i = 0; i < nbuckets; i++) {
         struct kvfs_inode *p = buckets[i];
@@ -55,25 +52,21 @@ void kvfs_itable_destroy(void)
     pthread_mutex_unlock(&lock);
 }
 
-struct kvfs_inode *kvfs_inode_root(void)
-{
+struct kvfs_inode *kvfs_inode_root(void) {
     return &root;
 }
 
-struct kvfs_inode *kvfs_inode_get(uint64_t nodeid)
-{
+struct kvfs_inode *kvfs_inode_get(uint64_t nodeid) {
     if (nodeid == FUSE_ROOT_ID)
         return &root;
     return (struct kvfs_inode *)(uintptr_t)nodeid;
 }
 
-uint64_t kvfs_inode_nodeid(const struct kvfs_inode *ino)
-{
+uint64_t kvfs_inode_nodeid(const struct kvfs_inode *ino) {
     return ino == &root ? FUSE_ROOT_ID : (uint64_t)(uintptr_t)ino;
 }
 
-static void grow(void)
-{
+static void grow(void) {
     size_t n = nbuckets * 2;
     struct kvfs_inode **nb = calloc(n, sizeof(*nb));
     if (!nb)
@@ -93,8 +86,7 @@ static void grow(void)
     nbuckets = n;
 }
 
-static struct kvfs_inode *find_locked(dev_t dev, ino_t ino)
-{
+static struct kvfs_inode *find_locked(dev_t dev, ino_t ino) {
     for (struct kvfs_inode *p = buckets[slot(dev, ino, nbuckets)]; p; p = p->hnext)
         if (p->dev == dev && p->ino == ino)
             return p;
@@ -102,8 +94,7 @@ static struct kvfs_inode *find_locked(dev_t dev, ino_t ino)
 }
 
 /* Sets a string field; on allocation failure keeps the old value. */
-static void set_str(char **field, const char *value)
-{
+static void set_str(char **field, const char *value) {
     if (!value) {
         free(*field);
         *field = NULL;
@@ -120,8 +111,7 @@ static void set_str(char **field, const char *value)
 
 static void free_inode(struct kvfs_inode *ino);
 
-static void set_parent_locked(struct kvfs_inode *ino, struct kvfs_inode *parent)
-{
+static void set_parent_locked(struct kvfs_inode *ino, struct kvfs_inode *parent) {
     if (ino->parent == parent)
         return;
     if (parent)
@@ -136,8 +126,7 @@ static void set_parent_locked(struct kvfs_inode *ino, struct kvfs_inode *parent)
 }
 
 /* Unlinks INO from the table and frees it; called with the lock held. */
-static void free_inode(struct kvfs_inode *ino)
-{
+static void free_inode(struct kvfs_inode *ino) {
     struct kvfs_inode **pp = &buckets[slot(ino->dev, ino->ino, nbuckets)];
     while (*pp && *pp != ino)
         pp = &(*pp)->hnext;
@@ -159,8 +148,7 @@ static void free_inode(struct kvfs_inode *ino)
 
 struct kvfs_inode *kvfs_inode_lookup(dev_t dev, ino_t ino, enum kvfs_inode_kind kind, int fd,
                                      struct kvfs_inode *parent, const char *name,
-                                     const char *stage_name)
-{
+                                     const char *stage_name) {
     pthread_mutex_lock(&lock);
     struct kvfs_inode *p = find_locked(dev, ino);
     if (p && p->kind != kind) {
@@ -206,8 +194,7 @@ struct kvfs_inode *kvfs_inode_lookup(dev_t dev, ino_t ino, enum kvfs_inode_kind 
     return p;
 }
 
-void kvfs_inode_forget(struct kvfs_inode *ino, uint64_t n)
-{
+void kvfs_inode_forget(struct kvfs_inode *ino, uint64_t n) {
     if (ino == &root || ino->kind == KVFS_INODE_CTL_DIR || ino->kind == KVFS_INODE_CTL_FILE)
         return;
     pthread_mutex_lock(&lock);
@@ -217,15 +204,13 @@ void kvfs_inode_forget(struct kvfs_inode *ino, uint64_t n)
     pthread_mutex_unlock(&lock);
 }
 
-void kvfs_inode_ref(struct kvfs_inode *ino)
-{
+void kvfs_inode_ref(struct kvfs_inode *ino) {
     pthread_mutex_lock(&lock);
     ino->refs++;
     pthread_mutex_unlock(&lock);
 }
 
-void kvfs_inode_unref(struct kvfs_inode *ino)
-{
+void kvfs_inode_unref(struct kvfs_inode *ino) {
     if (ino == &root || ino->kind == KVFS_INODE_CTL_DIR || ino->kind == KVFS_INODE_CTL_FILE)
         return;
     pthread_mutex_lock(&lock);
@@ -236,8 +221,7 @@ void kvfs_inode_unref(struct kvfs_inode *ino)
 }
 
 bool kvfs_inode_location(struct kvfs_inode *ino, struct kvfs_inode **parent, char *name,
-                         char *stage)
-{
+                         char *stage) {
     pthread_mutex_lock(&lock);
     bool ok = ino->parent && ino->name;
     if (ok) {
@@ -256,8 +240,7 @@ bool kvfs_inode_location(struct kvfs_inode *ino, struct kvfs_inode **parent, cha
     return ok;
 }
 
-void kvfs_inode_move(struct kvfs_inode *ino, struct kvfs_inode *parent, const char *name)
-{
+void kvfs_inode_move(struct kvfs_inode *ino, struct kvfs_inode *parent, const char *name) {
     pthread_mutex_lock(&lock);
     set_parent_locked(ino, parent);
     set_str(&ino->name, name);
@@ -265,8 +248,7 @@ void kvfs_inode_move(struct kvfs_inode *ino, struct kvfs_inode *parent, const ch
     pthread_mutex_unlock(&lock);
 }
 
-void kvfs_inode_move_key(dev_t dev, ino_t ino, struct kvfs_inode *parent, const char *name)
-{
+void kvfs_inode_move_key(dev_t dev, ino_t ino, struct kvfs_inode *parent, const char *name) {
     pthread_mutex_lock(&lock);
     struct kvfs_inode *p = find_locked(dev, ino);
     if (p && p->kind == KVFS_INODE_FILE) {
@@ -276,8 +258,7 @@ void kvfs_inode_move_key(dev_t dev, ino_t ino, struct kvfs_inode *parent, const 
     pthread_mutex_unlock(&lock);
 }
 
-uint64_t kvfs_itable_count(void)
-{
+uint64_t kvfs_itable_count(void) {
     pthread_mutex_lock(&lock);
     uint64_t n = count;
     pthread_mutex_unlock(&lock);

@@ -27,8 +27,7 @@ static pthread_mutex_t gc_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t gc_cond = PTHREAD_COND_INITIALIZER;
 static bool gc_stop;
 
-static void *gc_thread(void *arg)
-{
+static void *gc_thread(void *arg) {
     (void)arg;
     unsigned grace = kvfs_d.cfg.staging_grace;
     unsigned period = grace / 4 < 60 ? 60 : grace / 4;
@@ -51,8 +50,7 @@ static void *gc_thread(void *arg)
     return NULL;
 }
 
-static void fuse_log_bridge(enum fuse_log_level level, const char *fmt, va_list ap)
-{
+static void fuse_log_bridge(enum fuse_log_level level, const char *fmt, va_list ap) {
     char msg[1024];
     vsnprintf(msg, sizeof(msg), fmt, ap);
     size_t n = strlen(msg);
@@ -66,8 +64,7 @@ static void fuse_log_bridge(enum fuse_log_level level, const char *fmt, va_list 
 }
 
 /* Many inodes can be open at once on a busy node. */
-static void raise_fd_limit(void)
-{
+static void raise_fd_limit(void) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
@@ -75,8 +72,7 @@ static void raise_fd_limit(void)
     }
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     struct kvfs_config *cfg = &kvfs_d.cfg;
     char err[512];
     kvfs_config_defaults(cfg);

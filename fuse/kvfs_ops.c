@@ -51,9 +51,9 @@ struct kvfs_handle {
     struct kvfs_stage stage;
     struct kvfs_inode *parent; /* referenced: where it will be published */
     char name[KVFS_NAME_MAX + 1];
-    bool exclusive;      /* O_EXCL: a non-block file must not replace another */
-    bool own_inode;      /* ino is the staging file's own inode (CREATE) */
-    pid_t opener;        /* thread that created it, 0 if unknown */
+    bool exclusive; /* O_EXCL: a non-block file must not replace another */
+    bool own_inode; /* ino is the staging file's own inode (CREATE) */
+    pid_t opener;   /* thread that created it, 0 if unknown */
     /* H_CTL */
     char *buf;
     size_t len;
@@ -61,13 +61,11 @@ struct kvfs_handle {
     struct kvfs_listing list;
 };
 
-static struct kvfs_handle *handle_of(struct fuse_file_info *fi)
-{
+static struct kvfs_handle *handle_of(struct fuse_file_info *fi) {
     return (struct kvfs_handle *)(uintptr_t)fi->fh;
 }
 
-static struct kvfs_handle *handle_new(enum handle_kind kind, struct kvfs_inode *ino)
-{
+static struct kvfs_handle *handle_new(enum handle_kind kind, struct kvfs_inode *ino) {
     struct kvfs_handle *h = calloc(1, sizeof(*h));
     if (!h)
         return NULL;
@@ -81,8 +79,7 @@ static struct kvfs_handle *handle_new(enum handle_kind kind, struct kvfs_inode *
     return h;
 }
 
-static void handle_free(struct kvfs_handle *h)
-{
+static void handle_free(struct kvfs_handle *h) {
     if (h->fd >= 0)
         close(h->fd);
     if (h->parent)
@@ -98,8 +95,7 @@ static void handle_free(struct kvfs_handle *h)
 
 /* Replies with an error, counting it as a refusal of bad input or as a
  * backing-store failure; ordinary outcomes (no such file, exists) are neither. */
-static void reply_err(fuse_req_t req, int rc)
-{
+static void reply_err(fuse_req_t req, int rc) {
     int e = rc < 0 ? -rc : rc;
     switch (e) {
     case 0:
@@ -130,14 +126,12 @@ static void reply_err(fuse_req_t req, int rc)
     fuse_reply_err(req, e);
 }
 
-static bool is_ctl(const struct kvfs_inode *ino)
-{
+static bool is_ctl(const struct kvfs_inode *ino) {
     return ino->kind == KVFS_INODE_CTL_DIR || ino->kind == KVFS_INODE_CTL_FILE;
 }
 
 /* Timeouts for a published entry (see the file comment). */
-static void set_timeouts(struct fuse_entry_param *e, const char *name, mode_t mode)
-{
+static void set_timeouts(struct fuse_entry_param *e, const char *name, mode_t mode) {
     if (S_ISREG(mode) && kvfs_name_is_block(name, NULL)) {
         e->entry_timeout = kvfs_d.cfg.entry_timeout;
         e->attr_timeout = kvfs_d.cfg.attr_timeout;
@@ -147,8 +141,7 @@ static void set_timeouts(struct fuse_entry_param *e, const char *name, mode_t mo
     }
 }
 
-static void ctl_entry(struct kvfs_inode *ino, struct fuse_entry_param *e)
-{
+static void ctl_entry(struct kvfs_inode *ino, struct fuse_entry_param *e) {
     memset(e, 0, sizeof(*e));
     e->ino = kvfs_inode_nodeid(ino);
     e->generation = 1;
@@ -158,8 +151,7 @@ static void ctl_entry(struct kvfs_inode *ino, struct fuse_entry_param *e)
 }
 
 /* Looks NAME up in directory P and takes a kernel reference on the result. */
-static int do_lookup(struct kvfs_inode *p, const char *name, struct fuse_entry_param *e)
-{
+static int do_lookup(struct kvfs_inode *p, const char *name, struct fuse_entry_param *e) {
     struct stat st;
     enum kvfs_where where;
     memset(e, 0, sizeof(*e));
@@ -192,8 +184,7 @@ static int do_lookup(struct kvfs_inode *p, const char *name, struct fuse_entry_p
 /* Opens the backing file of file inode INO with FLAGS and checks that it is
  * still the file the kernel knows: -ESTALE if it was removed or replaced, so
  * that the kernel looks the name up again. */
-static int open_file_inode(struct kvfs_inode *ino, int flags, struct stat *st)
-{
+static int open_file_inode(struct kvfs_inode *ino, int flags, struct stat *st) {
     struct kvfs_inode *parent;
     char name[KVFS_NAME_MAX + 1], stage[128];
     if (!kvfs_inode_location(ino, &parent, name, stage))
@@ -223,8 +214,7 @@ static int open_file_inode(struct kvfs_inode *ino, int flags, struct stat *st)
 
 /* An O_PATH descriptor for any backing inode (close it if it differs from
  * the directory's own descriptor). */
-static int path_fd(struct kvfs_inode *ino, struct stat *st)
-{
+static int path_fd(struct kvfs_inode *ino, struct stat *st) {
     if (ino->kind == KVFS_INODE_DIR) {
         if (fstat(ino->fd, st) != 0)
             return -errno;
@@ -233,14 +223,12 @@ static int path_fd(struct kvfs_inode *ino, struct stat *st)
     return open_file_inode(ino, O_PATH, st);
 }
 
-static void put_path_fd(struct kvfs_inode *ino, int fd)
-{
+static void put_path_fd(struct kvfs_inode *ino, int fd) {
     if (fd >= 0 && fd != ino->fd)
         close(fd);
 }
 
-static double attr_timeout_of(struct kvfs_inode *ino, mode_t mode)
-{
+static double attr_timeout_of(struct kvfs_inode *ino, mode_t mode) {
     if (ino->kind == KVFS_INODE_FILE && S_ISREG(mode)) {
         char name[KVFS_NAME_MAX + 1], stage[128];
         struct kvfs_inode *parent;
@@ -257,8 +245,7 @@ static double attr_timeout_of(struct kvfs_inode *ino, mode_t mode)
 
 /* ---- lifecycle ---- */
 
-static void op_init(void *userdata, struct fuse_conn_info *conn)
-{
+static void op_init(void *userdata, struct fuse_conn_info *conn) {
     (void)userdata;
     /* Blocks are immutable: the kernel must not drop cached data whenever
      * mtime looks different, nor buffer writes (write-through is the point,
@@ -273,13 +260,14 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 /* ---- names ---- */
 
-static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
     struct kvfs_inode *p = kvfs_inode_get(parent);
     struct fuse_entry_param e;
     kvfs_stat_inc(&kvfs_d.stats, lookups);
-    if (p->kind == KVFS_INODE_CTL_DIR || (p == kvfs_inode_root() && strcmp(name, KVFS_CTL_DIR) == 0)) {
-        struct kvfs_inode *c = p->kind == KVFS_INODE_CTL_DIR ? kvfs_ctl_lookup(name) : kvfs_ctl_dir();
+    if (p->kind == KVFS_INODE_CTL_DIR ||
+        (p == kvfs_inode_root() && strcmp(name, KVFS_CTL_DIR) == 0)) {
+        struct kvfs_inode *c =
+            p->kind == KVFS_INODE_CTL_DIR ? kvfs_ctl_lookup(name) : kvfs_ctl_dir();
         if (!c) {
             kvfs_stat_inc(&kvfs_d.stats, lookup_misses);
             reply_err(req, ENOENT);
@@ -310,21 +298,18 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         kvfs_inode_forget(kvfs_inode_get(e.ino), 1);
 }
 
-static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
-{
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
     kvfs_inode_forget(kvfs_inode_get(ino), nlookup);
     fuse_reply_none(req);
 }
 
-static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
-{
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
     for (size_t i = 0; i < count; i++)
         kvfs_inode_forget(kvfs_inode_get(forgets[i].ino), forgets[i].nlookup);
     fuse_reply_none(req);
 }
 
-static void op_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
-{
+static void op_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
     struct kvfs_inode *ino = kvfs_inode_get(nodeid);
     struct stat st;
     if (is_ctl(ino)) {
@@ -351,8 +336,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t nodeid, struct stat *attr, int to_set,
-                       struct fuse_file_info *fi)
-{
+                       struct fuse_file_info *fi) {
     struct kvfs_inode *ino = kvfs_inode_get(nodeid);
     if (is_ctl(ino)) {
         reply_err(req, EROFS);
@@ -425,8 +409,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t nodeid, struct stat *attr, int
 }
 
 /* Checks a name a client wants to create in directory P. */
-static int check_new_name(struct kvfs_inode *p, const char *name)
-{
+static int check_new_name(struct kvfs_inode *p, const char *name) {
     if (is_ctl(p) || (p == kvfs_inode_root() && strcmp(name, KVFS_CTL_DIR) == 0))
         return -EROFS;
     if (p->kind != KVFS_INODE_DIR)
@@ -442,8 +425,7 @@ static int check_new_name(struct kvfs_inode *p, const char *name)
 
 /* Checks a name a client wants to remove or rename from directory P: kvfs's
  * own names are invisible (ENOENT), the control directory read-only. */
-static int check_old_name(struct kvfs_inode *p, const char *name)
-{
+static int check_old_name(struct kvfs_inode *p, const char *name) {
     if (is_ctl(p) || (p == kvfs_inode_root() && strcmp(name, KVFS_CTL_DIR) == 0))
         return -EROFS;
     if (p->kind != KVFS_INODE_DIR)
@@ -453,8 +435,7 @@ static int check_old_name(struct kvfs_inode *p, const char *name)
     return kvfs_name_is_reserved(name) ? -ENOENT : 0;
 }
 
-static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
-{
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
     struct kvfs_inode *p = kvfs_inode_get(parent);
     int rc = check_new_name(p, name);
     if (!rc)
@@ -475,8 +456,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
         kvfs_inode_forget(kvfs_inode_get(e.ino), 1);
 }
 
-static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
     struct kvfs_inode *p = kvfs_inode_get(parent);
     int rc = check_old_name(p, name);
     if (!rc)
@@ -486,8 +466,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     reply_err(req, rc);
 }
 
-static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
-{
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
     struct kvfs_inode *p = kvfs_inode_get(parent);
     int rc = check_old_name(p, name);
     if (!rc)
@@ -500,8 +479,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
  * already exists, keep it and drop the source. */
 static int rename_file(struct kvfs_inode *p, const char *name, enum kvfs_where where,
                        const struct stat *src, struct kvfs_inode *np, const char *newname,
-                       unsigned flags)
-{
+                       unsigned flags) {
     bool block_dst = kvfs_name_is_block(newname, NULL);
     struct stat dst;
     enum kvfs_where dwhere;
@@ -541,8 +519,7 @@ static int rename_file(struct kvfs_inode *p, const char *name, enum kvfs_where w
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
-                      const char *newname, unsigned int flags)
-{
+                      const char *newname, unsigned int flags) {
     struct kvfs_inode *p = kvfs_inode_get(parent);
     struct kvfs_inode *np = kvfs_inode_get(newparent);
     int rc = check_old_name(p, name);
@@ -572,24 +549,21 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 }
 
 static void op_refuse_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
-                           const char *newname)
-{
+                           const char *newname) {
     (void)ino, (void)newparent;
     kvfs_debug("hard link '%s' refused: kvfs stores no links", newname);
     reply_err(req, EPERM);
 }
 
 static void op_refuse_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
-                              const char *name)
-{
+                              const char *name) {
     (void)link, (void)parent;
     kvfs_debug("symbolic link '%s' refused: kvfs stores no links", name);
     reply_err(req, EPERM);
 }
 
 static void op_refuse_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-                            dev_t rdev)
-{
+                            dev_t rdev) {
     (void)parent, (void)mode, (void)rdev;
     kvfs_debug("special file '%s' refused: kvfs stores regular files only", name);
     reply_err(req, EPERM);
@@ -600,8 +574,7 @@ static void op_refuse_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 /* True if the thread PID belongs to the process of thread OPENER. A pid the
  * daemon cannot see (0: another pid namespace) counts as the opener's, so
  * that a writer in a container still has its file published by close(). */
-static bool same_process(pid_t pid, pid_t opener)
-{
+static bool same_process(pid_t pid, pid_t opener) {
     if (pid == 0 || opener == 0 || pid == opener)
         return true;
     char path[64];
@@ -610,8 +583,7 @@ static bool same_process(pid_t pid, pid_t opener)
 }
 
 /* Publishes a staged handle; called with h->rw held exclusively. */
-static int publish_handle(struct kvfs_handle *h, const char *why)
-{
+static int publish_handle(struct kvfs_handle *h, const char *why) {
     int rc = kvfs_stage_publish(&kvfs_d.store, &h->stage, h->parent->fd, h->name, h->exclusive,
                                 kvfs_d.cfg.durable);
     pthread_mutex_lock(&h->lock);
@@ -643,8 +615,7 @@ static int publish_handle(struct kvfs_handle *h, const char *why)
 
 /* Creates a staged handle for PARENT/NAME. */
 static int stage_handle(fuse_req_t req, struct kvfs_inode *ino, struct kvfs_inode *parent,
-                        const char *name, int flags, mode_t mode, struct kvfs_handle **out)
-{
+                        const char *name, int flags, mode_t mode, struct kvfs_handle **out) {
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
     struct kvfs_handle *h = handle_new(H_STAGE, ino);
     if (!h)
@@ -667,8 +638,7 @@ static int stage_handle(fuse_req_t req, struct kvfs_inode *ino, struct kvfs_inod
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-                      struct fuse_file_info *fi)
-{
+                      struct fuse_file_info *fi) {
     struct kvfs_inode *p = kvfs_inode_get(parent);
     int rc = check_new_name(p, name);
     struct stat st;
@@ -698,8 +668,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         reply_err(req, rc);
         return;
     }
-    struct kvfs_inode *ino = kvfs_inode_lookup(e.attr.st_dev, e.attr.st_ino, KVFS_INODE_FILE, -1,
-                                               p, name, h->stage.sname);
+    struct kvfs_inode *ino = kvfs_inode_lookup(e.attr.st_dev, e.attr.st_ino, KVFS_INODE_FILE, -1, p,
+                                               name, h->stage.sname);
     if (!ino) {
         kvfs_stage_discard(&kvfs_d.store, &h->stage);
         handle_free(h);
@@ -725,8 +695,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     }
 }
 
-static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
-{
+static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
     struct kvfs_inode *ino = kvfs_inode_get(nodeid);
     int acc = fi->flags & O_ACCMODE;
     bool writing = acc != O_RDONLY || (fi->flags & (O_APPEND | O_TRUNC));
@@ -801,8 +770,7 @@ static __thread char *read_buf;
 static __thread size_t read_cap;
 
 static void op_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off,
-                    struct fuse_file_info *fi)
-{
+                    struct fuse_file_info *fi) {
     (void)nodeid;
     struct kvfs_handle *h = handle_of(fi);
     if (h->kind == H_CTL) {
@@ -830,8 +798,7 @@ static void op_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off,
 }
 
 static void op_write_buf(fuse_req_t req, fuse_ino_t nodeid, struct fuse_bufvec *in, off_t off,
-                         struct fuse_file_info *fi)
-{
+                         struct fuse_file_info *fi) {
     (void)nodeid;
     struct kvfs_handle *h = handle_of(fi);
     if (h->kind != H_STAGE) {
@@ -863,8 +830,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t nodeid, struct fuse_bufvec *
         pthread_mutex_unlock(&h->lock);
         kvfs_stage_discard(&kvfs_d.store, &h->stage);
         pthread_rwlock_unlock(&h->rw);
-        kvfs_warn("write to '%s' failed: %s; it will not be published", h->name,
-                  strerror((int)-n));
+        kvfs_warn("write to '%s' failed: %s; it will not be published", h->name, strerror((int)-n));
         reply_err(req, (int)n);
         return;
     }
@@ -876,8 +842,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t nodeid, struct fuse_bufvec *
     fuse_reply_write(req, (size_t)n);
 }
 
-static void op_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
-{
+static void op_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
     (void)nodeid;
     struct kvfs_handle *h = handle_of(fi);
     if (h->kind != H_STAGE) {
@@ -898,8 +863,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *f
     reply_err(req, rc);
 }
 
-static void op_release(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
-{
+static void op_release(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
     (void)nodeid;
     struct kvfs_handle *h = handle_of(fi);
     if (h->kind == H_STAGE) {
@@ -916,8 +880,7 @@ static void op_release(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
     reply_err(req, 0);
 }
 
-static void op_fsync(fuse_req_t req, fuse_ino_t nodeid, int datasync, struct fuse_file_info *fi)
-{
+static void op_fsync(fuse_req_t req, fuse_ino_t nodeid, int datasync, struct fuse_file_info *fi) {
     (void)nodeid;
     struct kvfs_handle *h = handle_of(fi);
     int rc = 0;
@@ -928,8 +891,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t nodeid, int datasync, struct fus
 
 /* ---- directories ---- */
 
-static void op_opendir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
-{
+static void op_opendir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
     struct kvfs_inode *ino = kvfs_inode_get(nodeid);
     if (ino->kind != KVFS_INODE_DIR && ino->kind != KVFS_INODE_CTL_DIR) {
         reply_err(req, ENOTDIR);
@@ -946,8 +908,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
 }
 
 /* Fills the snapshot of a directory listing (at offset 0: opendir or rewind). */
-static int load_listing(struct kvfs_handle *h)
-{
+static int load_listing(struct kvfs_handle *h) {
     kvfs_listing_free(&h->list);
     if (h->ino->kind == KVFS_INODE_CTL_DIR) {
         for (int i = 0; kvfs_ctl_names[i]; i++) {
@@ -971,8 +932,7 @@ static int load_listing(struct kvfs_handle *h)
 
 /* Entry I of a listing: ".", "..", the control directory (at the root),
  * then the snapshot. */
-static const char *listing_name(struct kvfs_handle *h, size_t i, unsigned char *type)
-{
+static const char *listing_name(struct kvfs_handle *h, size_t i, unsigned char *type) {
     *type = DT_DIR;
     if (i == 0)
         return ".";
@@ -991,8 +951,7 @@ static const char *listing_name(struct kvfs_handle *h, size_t i, unsigned char *
 }
 
 static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi,
-                       bool plus)
-{
+                       bool plus) {
     struct kvfs_handle *h = handle_of(fi);
     pthread_mutex_lock(&h->lock);
     if (off == 0) {
@@ -1047,29 +1006,25 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off,
-                       struct fuse_file_info *fi)
-{
+                       struct fuse_file_info *fi) {
     (void)nodeid;
     do_readdir(req, size, off, fi, false);
 }
 
 static void op_readdirplus(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off,
-                           struct fuse_file_info *fi)
-{
+                           struct fuse_file_info *fi) {
     (void)nodeid;
     do_readdir(req, size, off, fi, true);
 }
 
-static void op_releasedir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi)
-{
+static void op_releasedir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
     (void)nodeid;
     handle_free(handle_of(fi));
     reply_err(req, 0);
 }
 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t nodeid, int datasync,
-                        struct fuse_file_info *fi)
-{
+                        struct fuse_file_info *fi) {
     (void)fi;
     struct kvfs_inode *ino = kvfs_inode_get(nodeid);
     int rc = 0;
@@ -1084,8 +1039,7 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t nodeid, int datasync,
     reply_err(req, rc);
 }
 
-static void op_statfs(fuse_req_t req, fuse_ino_t nodeid)
-{
+static void op_statfs(fuse_req_t req, fuse_ino_t nodeid) {
     (void)nodeid;
     struct statvfs sv;
     if (fstatvfs(kvfs_d.store.root_fd, &sv) != 0) {
@@ -1097,15 +1051,13 @@ static void op_statfs(fuse_req_t req, fuse_ino_t nodeid)
 
 /* ---- extended attributes: user.* only, stored on the backing file ---- */
 
-static bool user_xattr(const char *name)
-{
+static bool user_xattr(const char *name) {
     return strncmp(name, "user.", 5) == 0;
 }
 
 /* Runs an xattr call on the backing file of NODEID through /proc/self/fd,
  * which works on O_PATH descriptors. */
-static int xattr_target(fuse_ino_t nodeid, char *proc, size_t len, int *fd)
-{
+static int xattr_target(fuse_ino_t nodeid, char *proc, size_t len, int *fd) {
     struct kvfs_inode *ino = kvfs_inode_get(nodeid);
     struct stat st;
     if (is_ctl(ino))
@@ -1118,8 +1070,7 @@ static int xattr_target(fuse_ino_t nodeid, char *proc, size_t len, int *fd)
 }
 
 static void op_setxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name, const char *value,
-                        size_t size, int flags)
-{
+                        size_t size, int flags) {
     char proc[64];
     int fd = -1;
     int rc = user_xattr(name) ? xattr_target(nodeid, proc, sizeof(proc), &fd) : -EOPNOTSUPP;
@@ -1129,8 +1080,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name, con
     reply_err(req, rc);
 }
 
-static void op_getxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name, size_t size)
-{
+static void op_getxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name, size_t size) {
     char proc[64];
     int fd = -1;
     int rc = user_xattr(name) ? xattr_target(nodeid, proc, sizeof(proc), &fd) : -ENODATA;
@@ -1155,8 +1105,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name, siz
     free(buf);
 }
 
-static void op_listxattr(fuse_req_t req, fuse_ino_t nodeid, size_t size)
-{
+static void op_listxattr(fuse_req_t req, fuse_ino_t nodeid, size_t size) {
     char proc[64];
     int fd = -1;
     int rc = xattr_target(nodeid, proc, sizeof(proc), &fd);
@@ -1200,8 +1149,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t nodeid, size_t size)
     free(out);
 }
 
-static void op_removexattr(fuse_req_t req, fuse_ino_t nodeid, const char *name)
-{
+static void op_removexattr(fuse_req_t req, fuse_ino_t nodeid, const char *name) {
     char proc[64];
     int fd = -1;
     int rc = user_xattr(name) ? xattr_target(nodeid, proc, sizeof(proc), &fd) : -EOPNOTSUPP;

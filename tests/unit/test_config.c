@@ -6,8 +6,7 @@
 #include <stdarg.h>
 #include <string.h>
 
-static int parse(struct kvfs_config *c, char *err, int argc, ...)
-{
+static int parse(struct kvfs_config *c, char *err, int argc, ...) {
     char *argv[32];
     va_list ap;
     va_start(ap, argc);
@@ -20,8 +19,7 @@ static int parse(struct kvfs_config *c, char *err, int argc, ...)
     return kvfs_config_parse(c, argc, argv, err, 256);
 }
 
-START_TEST(defaults)
-{
+START_TEST(defaults) {
     struct kvfs_config c;
     char err[256];
     ck_assert_int_eq(parse(&c, err, 3, "/b", "/m"), 0);
@@ -42,8 +40,7 @@ START_TEST(defaults)
 }
 END_TEST
 
-START_TEST(good_options)
-{
+START_TEST(good_options) {
     struct kvfs_config c;
     char err[256];
     ck_assert_int_eq(parse(&c, err, 6, "-f", "-o",
@@ -61,8 +58,8 @@ START_TEST(good_options)
     ck_assert_uint_eq(c.staging_grace, 60);
     ck_assert_int_eq(c.allow_other, 0);
     /* -oX form, repeated -o, generic mount options forwarded, fstab ones ignored */
-    ck_assert_int_eq(parse(&c, err, 7, "-othreads=2", "-o", "rw,nosuid,nodev,noatime,_netdev,defaults",
-                           "/b", "/m", "-d"),
+    ck_assert_int_eq(parse(&c, err, 7, "-othreads=2", "-o",
+                           "rw,nosuid,nodev,noatime,_netdev,defaults", "/b", "/m", "-d"),
                      0);
     ck_assert_uint_eq(c.threads, 2);
     ck_assert_str_eq(c.fuse_opts, "rw,nosuid,nodev,noatime");
@@ -72,8 +69,7 @@ START_TEST(good_options)
 }
 END_TEST
 
-START_TEST(bad_options)
-{
+START_TEST(bad_options) {
     struct kvfs_config c;
     char err[256];
     struct {
@@ -111,8 +107,7 @@ START_TEST(bad_options)
 }
 END_TEST
 
-START_TEST(help_and_version)
-{
+START_TEST(help_and_version) {
     struct kvfs_config c;
     char err[256];
     ck_assert_int_eq(parse(&c, err, 2, "--help"), 0);
@@ -122,8 +117,7 @@ START_TEST(help_and_version)
 }
 END_TEST
 
-int main(void)
-{
+int main(void) {
     Suite *s = suite_create("config");
     TCase *tc = tcase_create("config");
     tcase_add_test(tc, defaults);

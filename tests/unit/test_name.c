@@ -6,8 +6,7 @@
 #include <errno.h>
 #include <string.h>
 
-START_TEST(block_names)
-{
+START_TEST(block_names) {
     size_t n = 0;
     ck_assert(kvfs_name_is_block("0123456789abcdef", &n));
     ck_assert_uint_eq(n, 16);
@@ -25,8 +24,7 @@ START_TEST(block_names)
 }
 END_TEST
 
-START_TEST(not_block_names)
-{
+START_TEST(not_block_names) {
     ck_assert(!kvfs_name_is_block("0123456789abcde", NULL)); /* 15 digits */
     char h129[130];
     memset(h129, 'a', 129);
@@ -35,7 +33,7 @@ START_TEST(not_block_names)
     ck_assert(!kvfs_name_is_block("0123456789abcdeg", NULL));
     ck_assert(!kvfs_name_is_block("0123456789abcdef.", NULL));
     ck_assert(!kvfs_name_is_block("0123456789abcdef.bin.tmp", NULL));
-    ck_assert(!kvfs_name_is_block("0123456789abcdef.bin_123.tmp", NULL)); /* vLLM's temp */
+    ck_assert(!kvfs_name_is_block("0123456789abcdef.bin_123.tmp", NULL));       /* vLLM's temp */
     ck_assert(!kvfs_name_is_block("0123456789abcdef.abcdefghijklmnopq", NULL)); /* 17 */
     ck_assert(!kvfs_name_is_block("0123456789abcdef.b-n", NULL));
     ck_assert(!kvfs_name_is_block("", NULL));
@@ -44,8 +42,7 @@ START_TEST(not_block_names)
 }
 END_TEST
 
-START_TEST(reserved_and_checks)
-{
+START_TEST(reserved_and_checks) {
     ck_assert(kvfs_name_is_reserved(".kvfs"));
     ck_assert(kvfs_name_is_reserved(".kvfs-blocks"));
     ck_assert(kvfs_name_is_reserved(".kvfs-state"));
@@ -66,8 +63,7 @@ START_TEST(reserved_and_checks)
 }
 END_TEST
 
-START_TEST(bucket_mapping)
-{
+START_TEST(bucket_mapping) {
     char b[KVFS_BUCKET_LEN + 1], rel[512];
     kvfs_block_bucket("ABCdef0123456789", b);
     ck_assert_str_eq(b, "abc");
@@ -82,8 +78,7 @@ START_TEST(bucket_mapping)
 }
 END_TEST
 
-START_TEST(path_to_backing)
-{
+START_TEST(path_to_backing) {
     char out[1024];
     ck_assert_int_eq(kvfs_path_to_backing("model/r0/0123456789abcdef.bin", out, sizeof(out)), 0);
     ck_assert_str_eq(out, "model/r0/.kvfs-blocks/012/0123456789abcdef.bin");
@@ -100,8 +95,7 @@ START_TEST(path_to_backing)
 }
 END_TEST
 
-START_TEST(path_from_backing)
-{
+START_TEST(path_from_backing) {
     char out[1024];
     ck_assert_int_eq(
         kvfs_path_from_backing("model/r0/.kvfs-blocks/012/0123456789abcdef.bin", out, sizeof(out)),
@@ -110,19 +104,17 @@ START_TEST(path_from_backing)
     ck_assert_int_eq(kvfs_path_from_backing("a/b.txt", out, sizeof(out)), 0);
     ck_assert_str_eq(out, "a/b.txt");
     /* A block in the wrong bucket, a non-block in a bucket, a deeper path. */
-    ck_assert_int_eq(kvfs_path_from_backing("a/.kvfs-blocks/013/0123456789abcdef", out, sizeof(out)),
-                     -EINVAL);
+    ck_assert_int_eq(
+        kvfs_path_from_backing("a/.kvfs-blocks/013/0123456789abcdef", out, sizeof(out)), -EINVAL);
     ck_assert_int_eq(kvfs_path_from_backing("a/.kvfs-blocks/012/notablock", out, sizeof(out)),
                      -EINVAL);
-    ck_assert_int_eq(kvfs_path_from_backing("a/.kvfs-blocks/012/0123456789abcdef/x", out,
-                                            sizeof(out)),
-                     -EINVAL);
+    ck_assert_int_eq(
+        kvfs_path_from_backing("a/.kvfs-blocks/012/0123456789abcdef/x", out, sizeof(out)), -EINVAL);
     ck_assert_int_eq(kvfs_path_from_backing(".kvfs-state/staging/x", out, sizeof(out)), -EPERM);
 }
 END_TEST
 
-START_TEST(round_trip)
-{
+START_TEST(round_trip) {
     const char *paths[] = {"0123456789abcdef", "ns/FEDCBA9876543210.bin", "a/b/c/d.txt",
                            "x/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"};
     for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
@@ -134,8 +126,7 @@ START_TEST(round_trip)
 }
 END_TEST
 
-int main(void)
-{
+int main(void) {
     Suite *s = suite_create("name");
     TCase *tc = tcase_create("name");
     tcase_add_test(tc, block_names);

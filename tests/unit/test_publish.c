@@ -11,21 +11,18 @@
 static const char *dir;
 static struct kvfs_store st;
 
-static void setup(void)
-{
+static void setup(void) {
     char err[256];
     dir = scratch_dir();
     ck_assert_int_eq(kvfs_store_open(&st, dir, err, sizeof(err)), 0);
 }
 
-static void teardown(void)
-{
+static void teardown(void) {
     kvfs_store_close(&st);
     remove_tree(dir);
 }
 
-START_TEST(state_machine)
-{
+START_TEST(state_machine) {
     struct kvfs_pub p = {KVFS_PUB_STAGING, 0, false};
     ck_assert_int_eq(kvfs_pub_decide(&p, KVFS_EV_WRITE), KVFS_ACT_PROCEED);
     ck_assert_int_eq(kvfs_pub_decide(&p, KVFS_EV_TRUNCATE), KVFS_ACT_PROCEED);
@@ -61,14 +58,12 @@ START_TEST(state_machine)
 }
 END_TEST
 
-static void stage_with(struct kvfs_stage *sg, const char *data, int flags)
-{
+static void stage_with(struct kvfs_stage *sg, const char *data, int flags) {
     ck_assert_int_eq(kvfs_stage_create(&st, flags, 0640, false, 0, 0, sg), 0);
     ck_assert_int_eq(write(sg->fd, data, strlen(data)), (ssize_t)strlen(data));
 }
 
-static void expect_content(int dirfd, const char *name, const char *want)
-{
+static void expect_content(int dirfd, const char *name, const char *want) {
     struct stat sb;
     enum kvfs_where w;
     ck_assert_int_eq(kvfs_entry_stat(dirfd, name, &sb, &w), 0);
@@ -80,8 +75,7 @@ static void expect_content(int dirfd, const char *name, const char *want)
     close(fd);
 }
 
-static int staging_count(void)
-{
+static int staging_count(void) {
     char cmd[256];
     snprintf(cmd, sizeof(cmd), "ls -A '%s/.kvfs-state/staging' | wc -l", dir);
     FILE *p = popen(cmd, "r");
@@ -91,8 +85,7 @@ static int staging_count(void)
     return n;
 }
 
-START_TEST(block_first_writer_wins)
-{
+START_TEST(block_first_writer_wins) {
     const char *blk = "00112233445566778899aabbccddeeff.bin";
     struct kvfs_stage a, b;
     stage_with(&a, "first", 0);
@@ -114,8 +107,7 @@ START_TEST(block_first_writer_wins)
 }
 END_TEST
 
-START_TEST(file_last_writer_wins)
-{
+START_TEST(file_last_writer_wins) {
     struct kvfs_stage a, b, c;
     stage_with(&a, "one", 0);
     stage_with(&b, "two", 0);
@@ -135,8 +127,7 @@ START_TEST(file_last_writer_wins)
 }
 END_TEST
 
-START_TEST(publish_errors_publish_nothing)
-{
+START_TEST(publish_errors_publish_nothing) {
     struct kvfs_stage a;
     stage_with(&a, "data", 0);
     /* A directory of the block's name blocks publication. */
@@ -150,8 +141,7 @@ START_TEST(publish_errors_publish_nothing)
 }
 END_TEST
 
-START_TEST(o_direct_probe)
-{
+START_TEST(o_direct_probe) {
     struct kvfs_stage a;
     int rc = kvfs_stage_create(&st, O_DIRECT, 0644, false, 0, 0, &a);
     /* Whatever the backing store answers, a success leaves a usable
@@ -168,8 +158,7 @@ START_TEST(o_direct_probe)
 }
 END_TEST
 
-START_TEST(collect_by_age)
-{
+START_TEST(collect_by_age) {
     struct kvfs_stage old, fresh;
     stage_with(&old, "old", 0);
     stage_with(&fresh, "fresh", 0);
@@ -187,8 +176,7 @@ START_TEST(collect_by_age)
 }
 END_TEST
 
-int main(void)
-{
+int main(void) {
     Suite *s = suite_create("publish");
     TCase *tc = tcase_create("publish");
     tcase_add_checked_fixture(tc, setup, teardown);

@@ -4,8 +4,7 @@
 
 #include "kvfs_stats.h"
 
-START_TEST(renderings)
-{
+START_TEST(renderings) {
     struct kvfs_stats s;
     memset(&s, 0, sizeof(s));
     kvfs_stat_add(&s, bytes_written, 12345);
@@ -23,7 +22,8 @@ START_TEST(renderings)
     ck_assert_uint_lt(n, sizeof(buf));
     ck_assert(strstr(buf, "kvfs_bytes_written_total 12345\n"));
     ck_assert(strstr(buf, "# TYPE kvfs_blocks_published_total counter\n"));
-#define CHECK_PROM(name, help) ck_assert_msg(strstr(buf, "kvfs_" #name "_total "), "missing " #name);
+#define CHECK_PROM(name, help)                                                                     \
+    ck_assert_msg(strstr(buf, "kvfs_" #name "_total "), "missing " #name);
     KVFS_STATS_COUNTERS(CHECK_PROM)
     char small[16];
     size_t full = kvfs_stats_format_text(&s, &info, small, sizeof(small));
@@ -31,8 +31,7 @@ START_TEST(renderings)
 }
 END_TEST
 
-int main(void)
-{
+int main(void) {
     Suite *s = suite_create("stats");
     TCase *tc = tcase_create("stats");
     tcase_add_test(tc, renderings);

@@ -11,21 +11,18 @@
 static const char *dir;
 static struct kvfs_store st;
 
-static void setup(void)
-{
+static void setup(void) {
     char err[256];
     dir = scratch_dir();
     ck_assert_int_eq(kvfs_store_open(&st, dir, err, sizeof(err)), 0);
 }
 
-static void teardown(void)
-{
+static void teardown(void) {
     kvfs_store_close(&st);
     remove_tree(dir);
 }
 
-START_TEST(open_creates_state)
-{
+START_TEST(open_creates_state) {
     struct stat sb;
     char p[256];
     snprintf(p, sizeof(p), "%s/.kvfs-state/staging", dir);
@@ -41,8 +38,7 @@ START_TEST(open_creates_state)
 }
 END_TEST
 
-START_TEST(refuses_newer_layout)
-{
+START_TEST(refuses_newer_layout) {
     char p[256], err[256];
     snprintf(p, sizeof(p), "%s/.kvfs-state/format", dir);
     FILE *f = fopen(p, "w");
@@ -54,8 +50,7 @@ START_TEST(refuses_newer_layout)
 }
 END_TEST
 
-START_TEST(check_paths)
-{
+START_TEST(check_paths) {
     char err[256], sub[256], mnt[256];
     snprintf(sub, sizeof(sub), "%s/sub", dir);
     snprintf(mnt, sizeof(mnt), "%s/mnt", dir);
@@ -77,8 +72,7 @@ START_TEST(check_paths)
 }
 END_TEST
 
-START_TEST(bucket_and_plain_entries)
-{
+START_TEST(bucket_and_plain_entries) {
     const char *blk = "abcdef0123456789.bin";
     int pfd = kvfs_entry_parent(st.root_fd, blk, true);
     ck_assert_int_ge(pfd, 0);
@@ -130,8 +124,7 @@ START_TEST(bucket_and_plain_entries)
 }
 END_TEST
 
-START_TEST(planted_links_refused)
-{
+START_TEST(planted_links_refused) {
     char p[512];
     int rw = open(dir, O_RDONLY | O_DIRECTORY);
     /* A symlink as a plain entry, and the fan-out dir replaced by a link. */
@@ -157,8 +150,7 @@ START_TEST(planted_links_refused)
 }
 END_TEST
 
-START_TEST(rmdir_clears_empty_buckets)
-{
+START_TEST(rmdir_clears_empty_buckets) {
     ck_assert_int_eq(kvfs_entry_mkdir(st.root_fd, "ns", 0755), 0);
     int ns = kvfs_open_beneath(st.root_fd, "ns", O_PATH | O_DIRECTORY, 0);
     ck_assert_int_ge(ns, 0);
@@ -176,8 +168,7 @@ START_TEST(rmdir_clears_empty_buckets)
 }
 END_TEST
 
-int main(void)
-{
+int main(void) {
     Suite *s = suite_create("store");
     TCase *tc = tcase_create("store");
     tcase_add_checked_fixture(tc, setup, teardown);

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what kvfs needs to build and test on Debian 12 (run as root).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends \
+  build-essential cmake pkg-config ca-certificates \
+  libfuse3-dev fuse3 libxxhash-dev libnuma-dev check \
+  python3 util-linux procps
+if ! python3 -c 'import pytest' 2>/dev/null; then
+  # A pip-managed Python takes pytest from PyPI; Debian's own Python is
+  # externally managed, so it gets Debian's package instead.
+  python3 -m pip install --quiet pytest 2>/dev/null || apt-get install -y python3-pytest
+fi
