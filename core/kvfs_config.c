@@ -153,6 +153,17 @@ int kvfs_config_apply_option(struct kvfs_config *cfg, const char *opt, char *err
         cfg->log_level = lvl;
         return 0;
     }
+    if (strcmp(name, "passthrough") == 0) {
+        static const char *const policies[] = {"auto", "reads", "off"};
+        for (int i = 0; val && i < 3; i++) {
+            if (strcmp(val, policies[i]) == 0) {
+                cfg->passthrough = i;
+                return 0;
+            }
+        }
+        return fail(err, errlen, "option 'passthrough': '%s' is not one of auto, reads, off",
+                    val ? val : "");
+    }
     if (strcmp(name, "durable") == 0 || strcmp(name, "clone_fd") == 0) {
         if (val)
             return fail(err, errlen, "option '%s' takes no value", name);
@@ -281,6 +292,9 @@ void kvfs_config_usage(const char *prog, void *stream) {
             "  threads=N              maximum FUSE worker threads, 1 to 1024 (16)\n"
             "  clone_fd               one /dev/fuse descriptor per worker thread\n"
             "  log_level=LEVEL        error, warn, info or debug (info)\n"
+            "  passthrough=MODE       auto: kernel passthrough for reads and writes when the\n"
+            "                         kernel and privileges allow; reads: passthrough for\n"
+            "                         reads only; off: all data through the daemon (auto)\n"
             "  durable                fdatasync each file before publishing it (needed on\n"
             "                         NFS for other nodes to see data with the name)\n"
             "  staging_grace=SEC      age after which an unpublished staging file left by a\n"

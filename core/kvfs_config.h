@@ -12,6 +12,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* How file data moves (see fuse/kvfs_passthrough.c). */
+enum kvfs_pt_policy {
+    KVFS_PT_AUTO,  /* kernel passthrough for reads and writes when available */
+    KVFS_PT_READS, /* passthrough for reads; writes through the daemon */
+    KVFS_PT_OFF,   /* everything through the daemon (FOPEN_DIRECT_IO) */
+};
+
 struct kvfs_config {
     const char *backing;    /* as given on the command line */
     const char *mountpoint; /* as given on the command line */
@@ -31,6 +38,7 @@ struct kvfs_config {
     unsigned staging_grace;  /* s: age after which a staging file is debris */
     int allow_other;         /* 1 on, 0 off, -1 default (on as root) */
     int default_permissions; /* 1 on, 0 off, -1 default (on as root) */
+    int passthrough;         /* enum kvfs_pt_policy */
 
     char fuse_opts[1024]; /* generic mount options forwarded to libfuse */
 };

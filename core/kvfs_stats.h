@@ -15,8 +15,12 @@
     X(files_published, "Non-block files published")                                                \
     X(publish_conflicts, "Publications discarded because the block already existed")               \
     X(publish_errors, "Publications that failed (the error went to close() or the log)")           \
-    X(bytes_written, "Bytes written through the mount")                                            \
-    X(bytes_read, "Bytes read through the mount")                                                  \
+    X(bytes_written,                                                                               \
+      "Bytes of files written through the mount (passthrough: size at publication)")               \
+    X(bytes_read, "Bytes read through the daemon (passthrough reads bypass it)")                   \
+    X(read_requests, "READ requests served by the daemon (none for passthrough opens)")            \
+    X(write_requests, "WRITE requests served by the daemon (none for passthrough opens)")          \
+    X(passthrough_opens, "Opens whose data goes straight to the backing file")                     \
     X(lookups, "Name lookups")                                                                     \
     X(lookup_misses, "Name lookups that found nothing")                                            \
     X(creates, "Files created (staged)")                                                           \

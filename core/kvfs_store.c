@@ -43,6 +43,8 @@ int kvfs_store_check_paths(const char *backing, const char *mountpoint, char *er
         return set_err(err, errlen, "backing directory '%s' is not writable: %s", backing, errno);
     if (!realpath(backing, rb))
         return set_err(err, errlen, "backing directory '%s': %s", backing, errno);
+    if (!mountpoint)
+        return 0;
     if (!realpath(mountpoint, rm))
         return set_err(err, errlen, "mountpoint '%s': %s", mountpoint, errno);
     if (stat(rm, &st) != 0 || !S_ISDIR(st.st_mode))

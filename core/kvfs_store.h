@@ -39,7 +39,8 @@ enum kvfs_where {
 };
 
 /* Refuses a backing dir that is missing, not a directory, not writable, equal
- * to the mountpoint or nested with it either way. */
+ * to the mountpoint or nested with it either way (MOUNTPOINT may be NULL:
+ * only the backing directory is checked). */
 int kvfs_store_check_paths(const char *backing, const char *mountpoint, char *err, size_t errlen);
 
 /* Opens BACKING (creating .kvfs-state if needed). */

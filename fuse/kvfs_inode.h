@@ -40,6 +40,10 @@ struct kvfs_inode {
     char *stage_name;          /* set while this is an unpublished staging file */
     bool is_block;
     int ctl_id; /* control files: which one */
+    /* Passthrough (kvfs_passthrough.c): the kernel's id for this inode's
+     * backing file while it is open, and how many handles use it. */
+    int backing_id;
+    uint32_t backing_refs;
 };
 
 /* Initialises the table with the root directory's descriptor. */

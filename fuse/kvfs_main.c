@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "kvfs_daemon.h"
 #include "kvfs_inode.h"
+#include "kvfs_passthrough.h"
 
 #include "../core/kvfs_config.h"
 #include "../core/kvfs_log.h"
@@ -50,6 +51,13 @@ static void *gc_thread(void *arg) {
     return NULL;
 }
 
+static bool is_dev_fd(const char *path) {
+    const char *p = "/dev/fd/";
+    if (strncmp(path, p, strlen(p)) != 0 || !path[strlen(p)])
+        return false;
+    return strspn(path + strlen(p), "0123456789") == strlen(path + strlen(p));
+}
+
 static void fuse_log_bridge(enum fuse_log_level level, const char *fmt, va_list ap) {
     char msg[1024];
     vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -93,23 +101,29 @@ int main(int argc, char **argv) {
     fuse_set_log_func(fuse_log_bridge);
     kvfs_d.is_root = geteuid() == 0;
 
-    if (kvfs_store_check_paths(cfg->backing, cfg->mountpoint, err, sizeof(err)) != 0) {
+    /* "/dev/fd/N": a /dev/fuse descriptor already mounted by a parent (how a
+     * supervisor mounts for a daemon it then runs with fewer privileges). */
+    bool fd_mount = is_dev_fd(cfg->mountpoint);
+    const char *mp_check = fd_mount ? NULL : cfg->mountpoint;
+    if (kvfs_store_check_paths(cfg->backing, mp_check, err, sizeof(err)) != 0) {
         fprintf(stderr, "kvfs: %s\n", err);
         return 1;
     }
     if (!realpath(cfg->backing, kvfs_d.backing_real) ||
-        !realpath(cfg->mountpoint, kvfs_d.mount_real)) {
+        (!fd_mount && !realpath(cfg->mountpoint, kvfs_d.mount_real))) {
         fprintf(stderr, "kvfs: %s\n", strerror(errno));
         return 1;
     }
+    if (fd_mount)
+        snprintf(kvfs_d.mount_real, sizeof(kvfs_d.mount_real), "%s", cfg->mountpoint);
     if (kvfs_store_open(&kvfs_d.store, kvfs_d.backing_real, err, sizeof(err)) != 0) {
         fprintf(stderr, "kvfs: %s\n", err);
         return 1;
     }
     raise_fd_limit();
     clock_gettime(CLOCK_MONOTONIC, &kvfs_d.started);
-    kvfs_d.data_mode = "daemon-copy";
-    kvfs_d.data_mode_reason = "reads and writes are served by the daemon";
+    kvfs_d.data_mode = "negotiating";
+    kvfs_d.data_mode_reason = "the kernel has not sent INIT yet";
     kvfs_ctl_init();
     int root_fd = dup(kvfs_d.store.root_fd);
     if (root_fd < 0 || kvfs_itable_init(root_fd) != 0) {
@@ -162,8 +176,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "kvfs: cannot mount on '%s'\n", kvfs_d.mount_real);
         goto out_signals;
     }
-    kvfs_info("kvfs %s mounted %s on %s (data path: %s; %s)", KVFS_VERSION, kvfs_d.backing_real,
-              kvfs_d.mount_real, kvfs_d.data_mode, kvfs_d.data_mode_reason);
+    if (kvfs_pt_install(se, (enum kvfs_pt_policy)cfg->passthrough) != 0) {
+        fprintf(stderr, "kvfs: cannot set up the /dev/fuse channel\n");
+        goto out_unmount;
+    }
+    kvfs_info("kvfs %s mounted %s on %s", KVFS_VERSION, kvfs_d.backing_real, kvfs_d.mount_real);
     if (!cfg->foreground) {
         if (fuse_daemonize(0) != 0)
             goto out_unmount;

@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include "kvfs_daemon.h"
 #include "kvfs_inode.h"
+#include "kvfs_passthrough.h"
 
 #include "../core/kvfs_log.h"
 #include "../core/kvfs_name.h"
@@ -51,15 +52,20 @@ struct kvfs_handle {
     struct kvfs_stage stage;
     struct kvfs_inode *parent; /* referenced: where it will be published */
     char name[KVFS_NAME_MAX + 1];
-    bool exclusive; /* O_EXCL: a non-block file must not replace another */
-    bool own_inode; /* ino is the staging file's own inode (CREATE) */
-    pid_t opener;   /* thread that created it, 0 if unknown */
+    bool exclusive;        /* O_EXCL: a non-block file must not replace another */
+    bool own_inode;        /* ino is the staging file's own inode (CREATE) */
+    bool backing;          /* holds a passthrough backing id of ino */
+    struct stat published; /* the file as published (passthrough writers) */
+    bool watch_after;      /* published by a passthrough writer: check at release */
+    pid_t opener;          /* thread that created it, 0 if unknown */
     /* H_CTL */
     char *buf;
     size_t len;
     /* H_DIR */
     struct kvfs_listing list;
 };
+
+static void setup_data_path(struct fuse_file_info *fi, struct kvfs_handle *h, bool pass);
 
 static struct kvfs_handle *handle_of(struct fuse_file_info *fi) {
     return (struct kvfs_handle *)(uintptr_t)fi->fh;
@@ -80,6 +86,8 @@ static struct kvfs_handle *handle_new(enum handle_kind kind, struct kvfs_inode *
 }
 
 static void handle_free(struct kvfs_handle *h) {
+    if (h->backing)
+        kvfs_pt_release(h->ino);
     if (h->fd >= 0)
         close(h->fd);
     if (h->parent)
@@ -256,6 +264,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn) {
     conn->want |= conn->capable & wanted;
     conn->max_background = 64;
     conn->congestion_threshold = 48;
+    kvfs_pt_expect_init();
 }
 
 /* ---- names ---- */
@@ -583,14 +592,62 @@ static bool same_process(pid_t pid, pid_t opener) {
 }
 
 /* Publishes a staged handle; called with h->rw held exclusively. */
+/* Passthrough writes never reach the daemon, so it cannot see a write fail.
+ * A writer that ignores ENOSPC and closes would publish a short file; when
+ * the backing store is this close to full, publication is refused instead. */
+#define KVFS_FULL_MARGIN (1 << 20)
+
+static int check_passthrough_write(struct kvfs_handle *h) {
+    struct statvfs sv;
+    if (fstat(h->fd, &h->published) != 0)
+        return -errno;
+    if (fstatvfs(h->fd, &sv) != 0)
+        return -errno;
+    if ((uint64_t)sv.f_bavail * sv.f_frsize < KVFS_FULL_MARGIN) {
+        kvfs_warn("not publishing '%s': the backing store is full, so a write to it may have "
+                  "been cut short",
+                  h->name);
+        return -ENOSPC;
+    }
+    kvfs_stat_add(&kvfs_d.stats, bytes_written, h->published.st_size);
+    return 0;
+}
+
+/* After the last close of a passthrough writer: if the file changed after it
+ * was published (a write through a dup()ed descriptor after the publishing
+ * close, which the daemon cannot refuse in this mode), withdraw it rather than
+ * leave a block that changed under its readers. */
+static void check_unchanged_after_publish(struct kvfs_handle *h) {
+    struct stat st;
+    if (fstat(h->fd, &st) != 0 ||
+        (st.st_size == h->published.st_size && st.st_mtim.tv_sec == h->published.st_mtim.tv_sec &&
+         st.st_mtim.tv_nsec == h->published.st_mtim.tv_nsec))
+        return;
+    struct stat cur;
+    enum kvfs_where where;
+    if (kvfs_entry_stat(h->parent->fd, h->name, &cur, &where) == 0 && cur.st_dev == st.st_dev &&
+        cur.st_ino == st.st_ino) {
+        int rc = kvfs_entry_unlink(h->parent->fd, h->name);
+        kvfs_error("'%s' was written after it was published; %s", h->name,
+                   rc == 0 ? "withdrawn" : "withdrawing it failed");
+    }
+    kvfs_stat_inc(&kvfs_d.stats, publish_errors);
+}
+
 static int publish_handle(struct kvfs_handle *h, const char *why) {
-    int rc = kvfs_stage_publish(&kvfs_d.store, &h->stage, h->parent->fd, h->name, h->exclusive,
+    bool pt_writer = h->backing && h->own_inode;
+    int rc = pt_writer ? check_passthrough_write(h) : 0;
+    if (rc)
+        kvfs_stage_discard(&kvfs_d.store, &h->stage);
+    else
+        rc = kvfs_stage_publish(&kvfs_d.store, &h->stage, h->parent->fd, h->name, h->exclusive,
                                 kvfs_d.cfg.durable);
     pthread_mutex_lock(&h->lock);
     kvfs_pub_published(&h->pub, rc);
     pthread_mutex_unlock(&h->lock);
     bool block = kvfs_name_is_block(h->name, NULL);
     if (rc == KVFS_PUBLISHED) {
+        h->watch_after = pt_writer;
         if (block)
             kvfs_stat_inc(&kvfs_d.stats, blocks_published);
         else
@@ -684,8 +741,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     e.entry_timeout = 0; /* invisible to every other lookup until published */
     e.attr_timeout = 0;
     fi->fh = (uint64_t)(uintptr_t)h;
-    fi->keep_cache = 0;
-    fi->direct_io = 0;
+    setup_data_path(fi, h, kvfs_pt_for_writes());
     kvfs_stat_inc(&kvfs_d.stats, creates);
     if (fuse_reply_create(req, &e, fi) != 0) {
         /* The caller is gone (interrupted): no RELEASE will come. */
@@ -693,6 +749,41 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         handle_free(h);
         kvfs_inode_forget(ino, 1);
     }
+}
+
+/* Chooses how a new handle's data moves, and arms the reply patch (call it
+ * right before fuse_reply_open/create). With PASS, straight between the
+ * kernel and the handle's backing file. Otherwise through the daemon with
+ * direct I/O, so that the data sits once in the backing store's page cache
+ * rather than twice; and if the inode is open in passthrough mode elsewhere,
+ * with its backing id too, because the kernel wants one backing file on
+ * every open of a passthrough inode (it then serves only mmap from it). */
+static void setup_data_path(struct fuse_file_info *fi, struct kvfs_handle *h, bool pass) {
+    static _Atomic bool warned;
+    fi->direct_io = 1;
+    fi->keep_cache = 0;
+    if (pass) {
+        int id = kvfs_pt_acquire(h->ino, h->fd);
+        if (id > 0) {
+            h->backing = true;
+            fi->direct_io = 0;
+            kvfs_stat_inc(&kvfs_d.stats, passthrough_opens);
+            kvfs_pt_reply_with(id, false);
+            return;
+        }
+        if (!atomic_exchange(&warned, true))
+            kvfs_warn("passthrough refused for an open (%s); serving it through the daemon",
+                      strerror(-id));
+    }
+    if (kvfs_pt_active()) {
+        int id = kvfs_pt_acquire_existing(h->ino);
+        if (id > 0) {
+            h->backing = true;
+            kvfs_pt_reply_with(id, true);
+            return;
+        }
+    }
+    kvfs_pt_reply_cancel();
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
@@ -731,7 +822,6 @@ static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
             } else {
                 rc = fd; /* EPERM: reopening an unpublished file for writing */
             }
-            fi->direct_io = 1; /* keep the published file's cached pages intact */
             kvfs_inode_unref(parent);
         }
     } else {
@@ -747,8 +837,6 @@ static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
         } else {
             h->fd = fd;
             fi->noflush = 1;
-            fi->keep_cache = attr_timeout_of(ino, st.st_mode) == kvfs_d.cfg.attr_timeout &&
-                             kvfs_d.cfg.attr_timeout > 0;
         }
     }
     if (rc) {
@@ -759,6 +847,8 @@ static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
     }
     kvfs_stat_inc(&kvfs_d.stats, opens);
     fi->fh = (uint64_t)(uintptr_t)h;
+    if (h->kind != H_CTL)
+        setup_data_path(fi, h, h->kind == H_READ && kvfs_pt_active());
     if (fuse_reply_open(req, fi) != 0) {
         if (h->kind == H_STAGE)
             kvfs_stage_discard(&kvfs_d.store, &h->stage);
@@ -793,6 +883,7 @@ static void op_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off,
         reply_err(req, errno);
         return;
     }
+    kvfs_stat_inc(&kvfs_d.stats, read_requests);
     kvfs_stat_add(&kvfs_d.stats, bytes_read, n);
     fuse_reply_buf(req, read_buf, (size_t)n);
 }
@@ -838,6 +929,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t nodeid, struct fuse_bufvec *
     kvfs_pub_wrote(&h->pub);
     pthread_mutex_unlock(&h->lock);
     pthread_rwlock_unlock(&h->rw);
+    kvfs_stat_inc(&kvfs_d.stats, write_requests);
     kvfs_stat_add(&kvfs_d.stats, bytes_written, n);
     fuse_reply_write(req, (size_t)n);
 }
@@ -854,6 +946,9 @@ static void op_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *f
         same_process(pid, h->opener) ? KVFS_EV_FLUSH_OPENER : KVFS_EV_FLUSH_OTHER;
     pthread_rwlock_wrlock(&h->rw);
     pthread_mutex_lock(&h->lock);
+    struct stat st;
+    if (h->backing && h->own_inode && !h->pub.written && fstat(h->fd, &st) == 0 && st.st_size > 0)
+        kvfs_pub_wrote(&h->pub); /* passthrough writes never reach the daemon */
     enum kvfs_pub_action act = kvfs_pub_decide(&h->pub, ev);
     int rc = act == KVFS_ACT_FAILED ? h->pub.error : 0;
     pthread_mutex_unlock(&h->lock);
@@ -873,6 +968,8 @@ static void op_release(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
         pthread_mutex_unlock(&h->lock);
         if (act == KVFS_ACT_PUBLISH)
             publish_handle(h, "release"); /* its error is logged and counted */
+        else if (h->watch_after)
+            check_unchanged_after_publish(h);
         kvfs_stage_discard(&kvfs_d.store, &h->stage);
         pthread_rwlock_unlock(&h->rw);
     }

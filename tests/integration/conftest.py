@@ -16,6 +16,22 @@ import pytest
 
 def pytest_addoption(parser):
     parser.addoption("--kvfs-bin", default=None, help="path to the kvfs daemon")
+    parser.addoption("--kvfs-passthrough", default="auto", choices=["auto", "reads", "off"],
+                     help="data path every mount uses unless a test sets its own")
+
+
+DATA_MODE = {"auto": "passthrough", "reads": "passthrough-reads", "off": "daemon-direct-io"}
+
+
+@pytest.fixture(scope="session")
+def passthrough(request):
+    """The -o passthrough= policy this run tests."""
+    return request.config.getoption("--kvfs-passthrough")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _data_mode(passthrough):
+    Mount.default_passthrough = passthrough
 
 
 @pytest.fixture(scope="session")
@@ -51,11 +67,15 @@ def unmount(path):
 class Mount:
     """One running kvfs daemon (foreground, -f) and its mountpoint."""
 
+    default_passthrough = "auto"
+
     def __init__(self, kvfs_bin, backing, mnt, options=(), log=None):
         self.kvfs_bin = kvfs_bin
         self.backing = Path(backing)
         self.mnt = Path(mnt)
         self.options = list(options)
+        if not any(o.startswith("passthrough=") for o in self.options):
+            self.options.append(f"passthrough={Mount.default_passthrough}")
         self.log_path = Path(log) if log else self.mnt.parent / (self.mnt.name + ".log")
         self.proc = None
 

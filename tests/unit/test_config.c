@@ -57,6 +57,11 @@ START_TEST(good_options) {
     ck_assert(c.durable);
     ck_assert_uint_eq(c.staging_grace, 60);
     ck_assert_int_eq(c.allow_other, 0);
+    ck_assert_int_eq(c.passthrough, KVFS_PT_AUTO);
+    ck_assert_int_eq(parse(&c, err, 5, "-o", "passthrough=reads", "/b", "/m"), 0);
+    ck_assert_int_eq(c.passthrough, KVFS_PT_READS);
+    ck_assert_int_eq(parse(&c, err, 5, "-o", "passthrough=off", "/b", "/m"), 0);
+    ck_assert_int_eq(c.passthrough, KVFS_PT_OFF);
     /* -oX form, repeated -o, generic mount options forwarded, fstab ones ignored */
     ck_assert_int_eq(parse(&c, err, 7, "-othreads=2", "-o",
                            "rw,nosuid,nodev,noatime,_netdev,defaults", "/b", "/m", "-d"),
@@ -86,6 +91,8 @@ START_TEST(bad_options) {
         {"threads=4x", "threads"},
         {"threads=-3", "threads"},
         {"log_level=loud", "log_level"},
+        {"passthrough=maybe", "passthrough"},
+        {"passthrough", "passthrough"},
         {"durable=1", "takes no value"},
         {"nosuid=1", "takes no value"},
         {"fsname=", "needs a value"},

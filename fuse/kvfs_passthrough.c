@@ -1,0 +1,292 @@
+/* kvfs_passthrough: kernel FUSE passthrough on libfuse 3.14.
+ *
+ * With passthrough (Linux 6.9+), read() and write() on an open file go from
+ * the kernel straight to a backing file the daemon registered, at the backing
+ * store's own speed; the daemon still serves every namespace operation and so
+ * keeps atomic publication. libfuse 3.14 has no API for it, so this file
+ * speaks the kernel ABI (include/uapi/linux/fuse.h, protocol 7.40) through
+ * fuse_session_custom_io(): every message between the kernel and libfuse goes
+ * through kvfs_read()/kvfs_writev() below, which
+ *
+ *  - read the kernel's INIT request to learn whether it offers passthrough;
+ *  - patch libfuse's INIT reply to accept it (FUSE_INIT_EXT, the passthrough
+ *    bit in flags2, max_stack_depth 1), then probe FUSE_DEV_IOC_BACKING_OPEN
+ *    once, which needs CAP_SYS_ADMIN, to settle the mode;
+ *  - patch an OPEN or CREATE reply, when its handler asked for it on the same
+ *    thread, with FOPEN_PASSTHROUGH and the backing id.
+ *
+ * libfuse calls a request's handler and sends its reply on one thread, which
+ * is what makes the thread-local hand-over safe. Without passthrough the
+ * daemon falls back to serving data itself with FOPEN_DIRECT_IO (no double
+ * page cache, 1 MiB requests) and says why in its log, stats and metrics.
+ * Splice is not used in either mode: with passthrough no data reaches the
+ * daemon, and without it a pipe cannot hold a whole 1 MiB request unless
+ * pipe-max-size is raised, in which case libfuse silently copies anyway. */
+#define _GNU_SOURCE
+#include "kvfs_passthrough.h"
+#include "kvfs_daemon.h"
+
+#include "../core/kvfs_log.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* Kernel ABI (linux/fuse.h, 7.40); Debian 12's headers predate it. */
+#define K_FUSE_INIT 26
+#define K_FUSE_INIT_EXT (1u << 30)
+#define K_FUSE_PASSTHROUGH_FLAGS2 (1u << 5)    /* FUSE_PASSTHROUGH >> 32 */
+#define K_FUSE_DIRECT_IO_MMAP_FLAGS2 (1u << 4) /* FUSE_DIRECT_IO_ALLOW_MMAP >> 32 */
+#define K_FOPEN_DIRECT_IO (1u << 0)
+#define K_FOPEN_KEEP_CACHE (1u << 1)
+#define K_FOPEN_PASSTHROUGH (1u << 7)
+
+struct k_in_header {
+    uint32_t len, opcode;
+    uint64_t unique, nodeid;
+    uint32_t uid, gid, pid;
+    uint16_t total_extlen, padding;
+};
+struct k_init_in {
+    uint32_t major, minor, max_readahead, flags, flags2;
+};
+struct k_out_header {
+    uint32_t len;
+    int32_t error;
+    uint64_t unique;
+};
+struct k_init_out_head { /* the fields we touch, at their ABI offsets */
+    uint32_t major, minor, max_readahead, flags;
+    uint16_t max_background, congestion_threshold;
+    uint32_t max_write, time_gran;
+    uint16_t max_pages, map_alignment;
+    uint32_t flags2, max_stack_depth;
+};
+struct k_open_out {
+    uint64_t fh;
+    uint32_t open_flags;
+    int32_t backing_id;
+};
+struct k_backing_map {
+    int32_t fd;
+    uint32_t flags;
+    uint64_t padding;
+};
+#define K_DEV_IOC_BACKING_OPEN _IOW(229, 1, struct k_backing_map)
+#define K_DEV_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
+
+_Static_assert(sizeof(struct k_in_header) == 40, "fuse_in_header");
+_Static_assert(sizeof(struct k_out_header) == 16, "fuse_out_header");
+_Static_assert(sizeof(struct k_open_out) == 16, "fuse_open_out");
+_Static_assert(offsetof(struct k_init_out_head, flags2) == 32, "fuse_init_out.flags2");
+_Static_assert(offsetof(struct k_init_out_head, max_stack_depth) == 36, "max_stack_depth");
+
+static int dev_fd = -1;
+static enum kvfs_pt_policy policy = KVFS_PT_AUTO;
+static bool kernel_offers;     /* the INIT request advertised passthrough */
+static uint32_t kernel_flags2; /* what else it advertised in flags2 */
+static bool active;            /* passthrough accepted and a probe succeeded */
+static char reason[160] = "not negotiated yet";
+
+static __thread bool init_pending;
+static __thread bool open_pending;
+static __thread int open_backing_id;
+static __thread bool open_direct;
+
+bool kvfs_pt_active(void) {
+    return active;
+}
+
+bool kvfs_pt_for_writes(void) {
+    return active && policy == KVFS_PT_AUTO;
+}
+
+const char *kvfs_pt_reason(void) {
+    return reason;
+}
+
+/* Backing ids live on the inode; these striped locks order the first
+ * registration against concurrent opens and the last release. */
+static pthread_mutex_t id_locks[64];
+static pthread_once_t id_locks_once = PTHREAD_ONCE_INIT;
+
+static void init_id_locks(void) {
+    for (int i = 0; i < 64; i++)
+        pthread_mutex_init(&id_locks[i], NULL);
+}
+
+static pthread_mutex_t *id_lock(struct kvfs_inode *ino) {
+    pthread_once(&id_locks_once, init_id_locks);
+    return &id_locks[((uintptr_t)ino >> 6) & 63];
+}
+
+int kvfs_pt_acquire(struct kvfs_inode *ino, int fd) {
+    pthread_mutex_t *l = id_lock(ino);
+    pthread_mutex_lock(l);
+    int id = ino->backing_id;
+    if (id == 0) {
+        id = kvfs_pt_backing_open(fd);
+        if (id > 0)
+            ino->backing_id = id;
+    }
+    if (id > 0)
+        ino->backing_refs++;
+    pthread_mutex_unlock(l);
+    return id;
+}
+
+int kvfs_pt_acquire_existing(struct kvfs_inode *ino) {
+    pthread_mutex_t *l = id_lock(ino);
+    pthread_mutex_lock(l);
+    int id = ino->backing_id;
+    if (id > 0)
+        ino->backing_refs++;
+    pthread_mutex_unlock(l);
+    return id;
+}
+
+void kvfs_pt_release(struct kvfs_inode *ino) {
+    pthread_mutex_t *l = id_lock(ino);
+    pthread_mutex_lock(l);
+    if (ino->backing_refs > 0 && --ino->backing_refs == 0) {
+        kvfs_pt_backing_close(ino->backing_id);
+        ino->backing_id = 0;
+    }
+    pthread_mutex_unlock(l);
+}
+
+static void set_mode(bool on, const char *why) {
+    active = on;
+    snprintf(reason, sizeof(reason), "%s", why);
+    kvfs_d.data_mode = !on                      ? "daemon-direct-io"
+                       : policy == KVFS_PT_AUTO ? "passthrough"
+                                                : "passthrough-reads";
+    kvfs_d.data_mode_reason = reason;
+    kvfs_info("data path: %s (%s)", kvfs_d.data_mode, reason);
+}
+
+int kvfs_pt_backing_open(int fd) {
+    struct k_backing_map map = {.fd = fd, .flags = 0, .padding = 0};
+    int id = ioctl(dev_fd, K_DEV_IOC_BACKING_OPEN, &map);
+    return id < 0 ? -errno : id;
+}
+
+void kvfs_pt_backing_close(int id) {
+    uint32_t bid = (uint32_t)id;
+    if (ioctl(dev_fd, K_DEV_IOC_BACKING_CLOSE, &bid) != 0)
+        kvfs_warn("releasing passthrough backing id %d failed: %s", id, strerror(errno));
+}
+
+void kvfs_pt_expect_init(void) {
+    init_pending = true;
+}
+
+void kvfs_pt_reply_with(int backing_id, bool direct_io) {
+    open_pending = true;
+    open_backing_id = backing_id;
+    open_direct = direct_io;
+}
+
+void kvfs_pt_reply_cancel(void) {
+    open_pending = false;
+}
+
+/* Settles the mode right after the kernel accepted our INIT reply: only now
+ * can FUSE_DEV_IOC_BACKING_OPEN succeed, and only with CAP_SYS_ADMIN. */
+static void probe(void) {
+    if (policy == KVFS_PT_OFF) {
+        set_mode(false, "passthrough=off was given");
+        return;
+    }
+    if (!kernel_offers) {
+        set_mode(false, "the kernel does not offer FUSE passthrough (Linux 6.9+ with "
+                        "CONFIG_FUSE_PASSTHROUGH)");
+        return;
+    }
+    int fd = openat(kvfs_d.store.state_fd, "format", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int id = fd < 0 ? -errno : kvfs_pt_backing_open(fd);
+    if (fd >= 0)
+        close(fd);
+    if (id < 0) {
+        char why[160];
+        snprintf(why, sizeof(why), "registering a backing file failed: %s%s", strerror(-id),
+                 id == -EPERM ? " (passthrough needs CAP_SYS_ADMIN)" : "");
+        set_mode(false, why);
+        return;
+    }
+    kvfs_pt_backing_close(id);
+    set_mode(true, policy == KVFS_PT_AUTO ? "kernel passthrough for reads and writes"
+                                          : "kernel passthrough for reads; passthrough=reads "
+                                            "keeps writes in the daemon");
+}
+
+static ssize_t kvfs_read(int fd, void *buf, size_t len, void *userdata) {
+    (void)userdata;
+    ssize_t n = read(fd, buf, len);
+    if (n >= (ssize_t)(sizeof(struct k_in_header) + sizeof(struct k_init_in))) {
+        const struct k_in_header *h = buf;
+        if (h->opcode == K_FUSE_INIT) {
+            const struct k_init_in *in = (const void *)(h + 1);
+            kernel_flags2 = (in->flags & K_FUSE_INIT_EXT) ? in->flags2 : 0;
+            kernel_offers = (kernel_flags2 & K_FUSE_PASSTHROUGH_FLAGS2) != 0;
+        }
+    }
+    return n;
+}
+
+static ssize_t kvfs_writev(int fd, struct iovec *iov, int count, void *userdata) {
+    (void)userdata;
+    const struct k_out_header *oh = iov[0].iov_base;
+    bool ok = count >= 2 && oh->error == 0;
+    if (init_pending) {
+        init_pending = false;
+        struct k_init_out_head init;
+        if (ok && kernel_flags2 && iov[1].iov_len >= sizeof(init)) {
+            memcpy(&init, iov[1].iov_base, sizeof(init));
+            init.flags |= K_FUSE_INIT_EXT;
+            /* Direct I/O opens (the daemon path) may still be mmapped. */
+            init.flags2 |= kernel_flags2 & K_FUSE_DIRECT_IO_MMAP_FLAGS2;
+            if (policy != KVFS_PT_OFF && kernel_offers) {
+                init.flags2 |= K_FUSE_PASSTHROUGH_FLAGS2;
+                init.max_stack_depth = 1;
+            }
+            memcpy(iov[1].iov_base, &init, sizeof(init));
+        }
+        ssize_t n = writev(fd, iov, count);
+        int e = errno;
+        probe();
+        errno = e;
+        return n;
+    }
+    if (open_pending) {
+        open_pending = false;
+        struct iovec *last = &iov[count - 1];
+        if (ok && last->iov_len >= sizeof(struct k_open_out)) {
+            struct k_open_out out;
+            char *p = (char *)last->iov_base + last->iov_len - sizeof(out);
+            memcpy(&out, p, sizeof(out));
+            out.open_flags &= ~(K_FOPEN_KEEP_CACHE | K_FOPEN_DIRECT_IO);
+            out.open_flags |= K_FOPEN_PASSTHROUGH | (open_direct ? K_FOPEN_DIRECT_IO : 0);
+            out.backing_id = open_backing_id;
+            memcpy(p, &out, sizeof(out));
+        }
+    }
+    return writev(fd, iov, count);
+}
+
+int kvfs_pt_install(struct fuse_session *se, enum kvfs_pt_policy pol) {
+    static const struct fuse_custom_io io = {
+        .writev = kvfs_writev,
+        .read = kvfs_read,
+    };
+    policy = pol;
+    dev_fd = fuse_session_fd(se);
+    return fuse_session_custom_io(se, &io, dev_fd);
+}

@@ -1,0 +1,37 @@
+/* kvfs_passthrough: kernel FUSE passthrough on libfuse 3.14 (see the .c). */
+#ifndef KVFS_PASSTHROUGH_H
+#define KVFS_PASSTHROUGH_H
+
+#include "../core/kvfs_config.h"
+#include "kvfs_inode.h"
+
+#include <fuse_lowlevel.h>
+#include <stdbool.h>
+
+/* Routes the session's /dev/fuse traffic through kvfs (after mounting). */
+int kvfs_pt_install(struct fuse_session *se, enum kvfs_pt_policy policy);
+/* Called from the init handler: the next reply on this thread is INIT's. */
+void kvfs_pt_expect_init(void);
+
+bool kvfs_pt_active(void);     /* passthrough is in use for reads */
+bool kvfs_pt_for_writes(void); /* ... and for files being written */
+const char *kvfs_pt_reason(void);
+
+/* The next OPEN/CREATE reply on this thread gets FOPEN_PASSTHROUGH with
+ * BACKING_ID (and FOPEN_DIRECT_IO when DIRECT_IO: data through the daemon,
+ * the inode's backing file only for mmap). */
+void kvfs_pt_reply_with(int backing_id, bool direct_io);
+void kvfs_pt_reply_cancel(void);
+
+/* The kernel accepts one backing file per open inode: the first open
+ * registers its descriptor, later ones share that id, the last close
+ * releases it. Returns the id, or a negative errno. */
+int kvfs_pt_acquire(struct kvfs_inode *ino, int fd);
+/* Shares the inode's current id if it has one; 0 if none. */
+int kvfs_pt_acquire_existing(struct kvfs_inode *ino);
+void kvfs_pt_release(struct kvfs_inode *ino);
+
+int kvfs_pt_backing_open(int fd);
+void kvfs_pt_backing_close(int id);
+
+#endif
