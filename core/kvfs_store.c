@@ -226,6 +226,15 @@ int kvfs_entry_open(int dfd, const char *name, enum kvfs_where where, int flags)
     return kvfs_open_beneath(dfd, name, flags, 0);
 }
 
+int kvfs_entry_open_any(int dfd, const char *name, int flags) {
+    if (kvfs_name_is_block(name, NULL)) {
+        int fd = kvfs_entry_open(dfd, name, KVFS_IN_BUCKET, flags);
+        if (fd != -ENOENT && fd != -ENOTDIR)
+            return fd;
+    }
+    return kvfs_open_beneath(dfd, name, flags, 0);
+}
+
 /* Opens (and with CREATE, makes) the directory NAME below DFD. */
 static int open_subdir(int dfd, const char *name, bool create, mode_t mode) {
     int fd = kvfs_open_beneath(dfd, name, O_PATH | O_DIRECTORY, 0);

@@ -57,6 +57,9 @@ int kvfs_entry_stat(int dfd, const char *name, struct stat *st, enum kvfs_where 
 
 /* Opens NAME found at WHERE with FLAGS (O_PATH allowed); O_NOFOLLOW implied. */
 int kvfs_entry_open(int dfd, const char *name, enum kvfs_where where, int flags);
+/* Opens NAME wherever it is (its bucket first for a block name): one lookup
+ * instead of kvfs_entry_stat + kvfs_entry_open. The caller checks its type. */
+int kvfs_entry_open_any(int dfd, const char *name, int flags);
 
 /* Returns the directory descriptor a regular file called NAME belongs in: the
  * bucket for a block name (created when CREATE is set, with the mode of DFD),

@@ -57,6 +57,7 @@ struct kvfs_handle {
     bool backing;          /* holds a passthrough backing id of ino */
     struct stat published; /* the file as published (passthrough writers) */
     bool watch_after;      /* published by a passthrough writer: check at release */
+    uint64_t created;      /* when staging began (monotonic ns) */
     pid_t opener;          /* thread that created it, 0 if unknown */
     /* H_CTL */
     char *buf;
@@ -99,6 +100,36 @@ static void handle_free(struct kvfs_handle *h) {
     pthread_rwlock_destroy(&h->rw);
     pthread_mutex_destroy(&h->lock);
     free(h);
+}
+
+/* Recent misses. The kernel keeps one dentry per name: the writer's own
+ * lookup miss is the dentry its CREATE turns positive, so a negative entry
+ * can only outlive the write if a lookup missed after the CREATE. Only then
+ * must publication invalidate it (a /dev/fuse round trip otherwise saved).
+ * Slots are shared by hash: a collision can cause a needless invalidation,
+ * never a missed one. */
+#define MISS_SLOTS 65536
+static _Atomic uint64_t miss_ns[MISS_SLOTS];
+
+static uint64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static size_t miss_slot(uint64_t parent, const char *name) {
+    uint64_t h = parent * 0x9E3779B97F4A7C15ull;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * 0x100000001B3ull;
+    return (size_t)(h >> 20) % MISS_SLOTS;
+}
+
+static void miss_record(uint64_t parent, const char *name) {
+    atomic_store_explicit(&miss_ns[miss_slot(parent, name)], mono_ns(), memory_order_relaxed);
+}
+
+static bool miss_since(uint64_t parent, const char *name, uint64_t since) {
+    return atomic_load_explicit(&miss_ns[miss_slot(parent, name)], memory_order_relaxed) >= since;
 }
 
 /* Replies with an error, counting it as a refusal of bad input or as a
@@ -203,11 +234,7 @@ static int open_file_inode(struct kvfs_inode *ino, int flags, struct stat *st) {
         if (fd < 0)
             fd = -errno;
     } else {
-        enum kvfs_where where;
-        struct stat tmp;
-        fd = kvfs_entry_stat(parent->fd, name, &tmp, &where);
-        if (fd == 0)
-            fd = kvfs_entry_open(parent->fd, name, where, flags);
+        fd = kvfs_entry_open_any(parent->fd, name, flags);
     }
     kvfs_inode_unref(parent);
     if (fd < 0)
@@ -296,6 +323,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
         kvfs_stat_inc(&kvfs_d.stats, lookup_misses);
         memset(&e, 0, sizeof(e));
         e.entry_timeout = kvfs_d.cfg.negative_timeout;
+        miss_record(parent, name);
         fuse_reply_entry(req, &e);
         return;
     }
@@ -662,8 +690,9 @@ static int publish_handle(struct kvfs_handle *h, const char *why) {
     }
     if (h->own_inode)
         kvfs_inode_move(h->ino, h->parent, h->name);
-    if (rc == KVFS_PUBLISHED) {
-        /* Drop negative entries other local processes may hold for the name. */
+    if (rc == KVFS_PUBLISHED && miss_since(kvfs_inode_nodeid(h->parent), h->name, h->created)) {
+        /* Another process missed this name while it was being written and
+         * holds a negative entry: drop it so that it sees the file now. */
         fuse_lowlevel_notify_inval_entry(kvfs_d.se, kvfs_inode_nodeid(h->parent), h->name,
                                          strlen(h->name));
     }
@@ -689,6 +718,7 @@ static int stage_handle(fuse_req_t req, struct kvfs_inode *ino, struct kvfs_inod
     snprintf(h->name, sizeof(h->name), "%s", name);
     h->exclusive = (flags & O_EXCL) != 0;
     h->opener = ctx->pid;
+    h->created = mono_ns();
     h->pub.state = KVFS_PUB_STAGING;
     *out = h;
     return 0;
