@@ -370,6 +370,8 @@ static void *worker_boot(void *arg) {
     struct worker *w = arg;
     kvfs_engine *e = w->e;
     w->pin_error = kvfs_numa_pin_thread(e->o.numa_node);
+    if (e->copier.thread_start && e->copier.thread_start(e->cctx, w->id) != 0)
+        w->pin_error = KVFS_E_COPY; /* its copies will fail and say so */
     return worker_main(arg);
 }
 
@@ -407,7 +409,8 @@ int kvfs_engine_create(const struct kvfs_engine_options *o, kvfs_engine **out) {
     e->direct = o->write_mode == KVFS_WRITE_DIRECT ||
                 (o->write_mode == KVFS_WRITE_AUTO && kvfs_io_is_kvfs_mount(o->root));
     e->file_bytes = KVFS_HEADER_SIZE + kvfs_layout_payload_bytes(&o->layout);
-    static const struct kvfs_copier host = {NULL, NULL, NULL, host_gather, host_scatter, host_wait};
+    static const struct kvfs_copier host = {
+        .gather = host_gather, .scatter = host_scatter, .wait = host_wait};
     e->copier = o->copier ? *o->copier : host;
     e->cctx = o->copier_ctx;
     pthread_mutex_init(&e->lock, NULL);
