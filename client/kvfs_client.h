@@ -91,8 +91,8 @@ KVFS_API int kvfs_block_verify(const void *buf, size_t len, const struct kvfs_la
  * gather/scatter may return before the copy is done, and wait(slot) must then
  * wait for it. Return 0 or a negative error. */
 struct kvfs_copier {
-    int (*thread_init)(void *ctx, int thread);  /* at engine creation, before alloc */
-    int (*thread_start)(void *ctx, int thread); /* on the I/O thread itself, first */
+    int (*thread_init)(void *ctx, int thread);           /* at engine creation, before alloc */
+    int (*thread_start)(void *ctx, int thread);          /* on the I/O thread itself, first */
     void *(*alloc)(void *ctx, int thread, size_t bytes); /* staging memory */
     void (*free)(void *ctx, int thread, void *p, size_t bytes);
     int (*gather)(void *ctx, int thread, int slot, const void *xfer, void *dst, size_t len);

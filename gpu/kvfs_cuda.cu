@@ -32,6 +32,11 @@ struct thread_state {
     size_t *len[2];
     uint64_t *table[2]; /* pinned, mapped: dst[n], src[n], len[n] */
     uint64_t *table_dev[2];
+    /* The staging slots' host and device addresses (the kernel needs the
+     * device one; with unified addressing they are usually equal). */
+    char *host_base[2], *dev_base[2];
+    size_t slot_bytes;
+    int nslots;
 };
 
 struct kvfs_cuda_engine {
@@ -49,13 +54,11 @@ struct kvfs_cuda_engine {
 
 static __thread char last_error[256];
 
-const char *kvfs_cuda_last_error(void)
-{
+const char *kvfs_cuda_last_error(void) {
     return last_error;
 }
 
-static int cuda_fail(cudaError_t err, const char *what)
-{
+static int cuda_fail(cudaError_t err, const char *what) {
     snprintf(last_error, sizeof(last_error), "%s: %s", what, cudaGetErrorString(err));
     return KVFS_E_COPY;
 }
@@ -67,8 +70,7 @@ static int cuda_fail(cudaError_t err, const char *what)
             return cuda_fail(err_, what);                                                          \
     } while (0)
 
-__global__ void copy_chunks(const uint64_t *table, int n)
-{
+__global__ void copy_chunks(const uint64_t *table, int n) {
     const uint64_t *dsts = table, *srcs = table + n, *lens = table + 2 * n;
     for (int c = blockIdx.x; c < n; c += gridDim.x) {
         char *d = (char *)dsts[c];
@@ -87,9 +89,8 @@ __global__ void copy_chunks(const uint64_t *table, int n)
 }
 
 /* Lists the copies for one file between GPU blocks IDS and staging HOST. */
-static size_t list_chunks(kvfs_cuda_engine *e, struct thread_state *t, int slot,
-                          const int64_t *ids, char *host, bool to_host)
-{
+static size_t list_chunks(kvfs_cuda_engine *e, struct thread_state *t, int slot, const int64_t *ids,
+                          char *host, bool to_host) {
     size_t n = 0, off = 0;
     const struct kvfs_layout *l = &e->o.layout;
     void **dst = t->dst[slot], **src = t->src[slot];
@@ -103,7 +104,8 @@ static size_t list_chunks(kvfs_cuda_engine *e, struct thread_state *t, int slot,
                 char *h = host + off;
                 char *d = to_host ? h : gpu;
                 char *s = to_host ? gpu : h;
-                if (n && (char *)dst[n - 1] + len[n - 1] == d && (char *)src[n - 1] + len[n - 1] == s) {
+                if (n && (char *)dst[n - 1] + len[n - 1] == d &&
+                    (char *)src[n - 1] + len[n - 1] == s) {
                     len[n - 1] += e->chunk;
                 } else {
                     dst[n] = d;
@@ -119,19 +121,23 @@ static size_t list_chunks(kvfs_cuda_engine *e, struct thread_state *t, int slot,
 }
 
 static int copy(kvfs_cuda_engine *e, int thread, int slot, const void *xfer, char *host,
-                bool to_host)
-{
+                bool to_host) {
     struct thread_state *t = &e->ts[thread];
     size_t n = list_chunks(e, t, slot, (const int64_t *)xfer, host, to_host);
     if (e->engine == KVFS_COPY_KERNEL) {
+        /* Staging addresses as the device sees them. */
+        char *hb = t->host_base[slot], *db = t->dev_base[slot];
+        for (size_t i = 0; i < n; i++) {
+            char **p = to_host ? (char **)&t->dst[slot][i] : (char **)&t->src[slot][i];
+            if (*p >= hb && *p < hb + t->slot_bytes)
+                *p = db + (*p - hb);
+        }
         uint64_t *tab = t->table[slot];
         for (size_t i = 0; i < n; i++) {
             tab[i] = (uint64_t)(uintptr_t)t->dst[slot][i];
             tab[n + i] = (uint64_t)(uintptr_t)t->src[slot][i];
             tab[2 * n + i] = t->len[slot][i];
         }
-        /* Host staging addresses are valid on the device: the staging memory
-         * is mapped and the address space unified. */
         int grid = n < 2048 ? (int)n : 2048;
         copy_chunks<<<grid, 256, 0, t->stream>>>(t->table_dev[slot], (int)n);
         CUDA_TRY(cudaGetLastError(), "copy kernel launch");
@@ -158,34 +164,30 @@ static int copy(kvfs_cuda_engine *e, int thread, int slot, const void *xfer, cha
     return 0;
 }
 
-static int c_gather(void *ctx, int thread, int slot, const void *xfer, void *dst, size_t len)
-{
+static int c_gather(void *ctx, int thread, int slot, const void *xfer, void *dst, size_t len) {
     (void)len;
     return copy((kvfs_cuda_engine *)ctx, thread, slot, xfer, (char *)dst, true);
 }
 
-static int c_scatter(void *ctx, int thread, int slot, const void *xfer, const void *src, size_t len)
-{
+static int c_scatter(void *ctx, int thread, int slot, const void *xfer, const void *src,
+                     size_t len) {
     (void)len;
     return copy((kvfs_cuda_engine *)ctx, thread, slot, xfer, (char *)src, false);
 }
 
-static int c_wait(void *ctx, int thread, int slot)
-{
+static int c_wait(void *ctx, int thread, int slot) {
     kvfs_cuda_engine *e = (kvfs_cuda_engine *)ctx;
     CUDA_TRY(cudaEventSynchronize(e->ts[thread].done[slot]), "copy");
     return 0;
 }
 
-static int c_thread_start(void *ctx, int thread)
-{
+static int c_thread_start(void *ctx, int thread) {
     (void)thread;
     CUDA_TRY(cudaSetDevice(((kvfs_cuda_engine *)ctx)->o.device), "cudaSetDevice");
     return 0;
 }
 
-static int c_thread_init(void *ctx, int thread)
-{
+static int c_thread_init(void *ctx, int thread) {
     kvfs_cuda_engine *e = (kvfs_cuda_engine *)ctx;
     struct thread_state *t = &e->ts[thread];
     CUDA_TRY(cudaStreamCreateWithFlags(&t->stream, cudaStreamNonBlocking), "cudaStreamCreate");
@@ -207,31 +209,41 @@ static int c_thread_init(void *ctx, int thread)
 
 /* Pinned staging on the GPU's NUMA node: allocated there by libnuma, then
  * registered (and mapped, for the copy kernel) with CUDA. */
-static void *c_alloc(void *ctx, int thread, size_t bytes)
-{
-    (void)thread;
+static void *c_alloc(void *ctx, int thread, size_t bytes) {
     kvfs_cuda_engine *e = (kvfs_cuda_engine *)ctx;
+    struct thread_state *t = &e->ts[thread];
     void *p = NULL;
+    if (t->nslots >= 2)
+        return NULL;
     if (e->numa_node >= 0 && numa_available() >= 0) {
         p = numa_alloc_onnode(bytes, e->numa_node);
         if (!p)
             return NULL;
         memset(p, 0, bytes); /* fault the pages in on that node */
-        cudaError_t err = cudaHostRegister(p, bytes, cudaHostRegisterMapped | cudaHostRegisterPortable);
+        cudaError_t err =
+            cudaHostRegister(p, bytes, cudaHostRegisterMapped | cudaHostRegisterPortable);
         if (err != cudaSuccess) {
             cuda_fail(err, "cudaHostRegister");
             numa_free(p, bytes);
             return NULL;
         }
-        return p;
-    }
-    if (cudaHostAlloc(&p, bytes, cudaHostAllocMapped | cudaHostAllocPortable) != cudaSuccess)
+    } else if (cudaHostAlloc(&p, bytes, cudaHostAllocMapped | cudaHostAllocPortable) !=
+               cudaSuccess) {
         return NULL;
+    }
+    void *dev = NULL;
+    if (cudaHostGetDevicePointer(&dev, p, 0) != cudaSuccess) {
+        cudaGetLastError();
+        dev = p;
+    }
+    t->host_base[t->nslots] = (char *)p;
+    t->dev_base[t->nslots] = (char *)dev;
+    t->slot_bytes = bytes;
+    t->nslots++;
     return p;
 }
 
-static void c_free(void *ctx, int thread, void *p, size_t bytes)
-{
+static void c_free(void *ctx, int thread, void *p, size_t bytes) {
     (void)thread;
     kvfs_cuda_engine *e = (kvfs_cuda_engine *)ctx;
     if (e->numa_node >= 0 && numa_available() >= 0) {
@@ -246,8 +258,7 @@ static const struct kvfs_copier cuda_copier = {
     c_thread_init, c_thread_start, c_alloc, c_free, c_gather, c_scatter, c_wait,
 };
 
-static int pick_engine(int requested)
-{
+static int pick_engine(int requested) {
     if (requested == KVFS_COPY_DMA || requested == KVFS_COPY_KERNEL)
         return requested;
     const char *env = getenv("KVFS_COPY_ENGINE");
@@ -258,8 +269,7 @@ static int pick_engine(int requested)
     return KVFS_COPY_DMA;
 }
 
-static void release(kvfs_cuda_engine *e)
-{
+static void release(kvfs_cuda_engine *e) {
     if (e->ts) {
         for (int i = 0; i < e->threads; i++) {
             struct thread_state *t = &e->ts[i];
@@ -281,8 +291,7 @@ static void release(kvfs_cuda_engine *e)
     free(e);
 }
 
-int kvfs_cuda_engine_create(const struct kvfs_cuda_options *o, kvfs_cuda_engine **out)
-{
+int kvfs_cuda_engine_create(const struct kvfs_cuda_options *o, kvfs_cuda_engine **out) {
     if (!o->layers || kvfs_layout_check(&o->layout) != 0 || o->num_gpu_blocks == 0)
         return -EINVAL;
     int engine = pick_engine(o->copy_engine);
@@ -349,16 +358,15 @@ int kvfs_cuda_engine_create(const struct kvfs_cuda_options *o, kvfs_cuda_engine 
     return 0;
 }
 
-void kvfs_cuda_engine_destroy(kvfs_cuda_engine *e)
-{
+void kvfs_cuda_engine_destroy(kvfs_cuda_engine *e) {
     if (!e)
         return;
     kvfs_engine_destroy(e->core);
     release(e);
 }
 
-int kvfs_cuda_submit(kvfs_cuda_engine *e, const struct kvfs_cuda_op *ops, size_t n, kvfs_job **out)
-{
+int kvfs_cuda_submit(kvfs_cuda_engine *e, const struct kvfs_cuda_op *ops, size_t n,
+                     kvfs_job **out) {
     struct kvfs_op *kops = (struct kvfs_op *)calloc(n ? n : 1, sizeof(*kops));
     if (!kops)
         return -ENOMEM;
@@ -383,24 +391,20 @@ int kvfs_cuda_submit(kvfs_cuda_engine *e, const struct kvfs_cuda_op *ops, size_t
     return rc;
 }
 
-kvfs_engine *kvfs_cuda_engine_core(kvfs_cuda_engine *e)
-{
+kvfs_engine *kvfs_cuda_engine_core(kvfs_cuda_engine *e) {
     return e->core;
 }
 
-const char *kvfs_cuda_copy_engine_name(const kvfs_cuda_engine *e)
-{
+const char *kvfs_cuda_copy_engine_name(const kvfs_cuda_engine *e) {
     if (e->engine == KVFS_COPY_KERNEL)
         return "kernel";
     return e->batch_ok ? "dma-batch" : "dma";
 }
 
-int kvfs_cuda_io_threads(const kvfs_cuda_engine *e)
-{
+int kvfs_cuda_io_threads(const kvfs_cuda_engine *e) {
     return e->threads;
 }
 
-int kvfs_cuda_numa_node(const kvfs_cuda_engine *e)
-{
+int kvfs_cuda_numa_node(const kvfs_cuda_engine *e) {
     return e->numa_node;
 }
