@@ -276,9 +276,8 @@ static void finish_inflight(kvfs_engine *e, struct worker *w, struct inflight *p
         /* Timed out while gathering: the caller may have reused the source,
          * so what was gathered must not be stored. */
     } else {
-        size_t plen = payload_len(e);
-        kvfs_header_encode(buf, &e->o.layout, plen, XXH3_64bits(buf + KVFS_HEADER_SIZE, plen));
-        complete(e, t, kvfs_io_store(e->root_fd, t->name, buf, e->file_bytes, e->direct));
+        complete(e, t,
+                 kvfs_io_store(e->root_fd, t->name, buf, payload_len(e), &e->o.layout, e->direct));
     }
     pthread_mutex_lock(&e->lock);
     w->cur[p->slot] = NULL;
@@ -369,7 +368,7 @@ static void *worker_main(void *arg) {
 static void *worker_boot(void *arg) {
     struct worker *w = arg;
     kvfs_engine *e = w->e;
-    w->pin_error = kvfs_numa_pin_thread(e->o.numa_node);
+    w->pin_error = kvfs_numa_pin_thread(e->o.numa_node, w->id);
     if (e->copier.thread_start && e->copier.thread_start(e->cctx, w->id) != 0)
         w->pin_error = KVFS_E_COPY; /* its copies will fail and say so */
     return worker_main(arg);

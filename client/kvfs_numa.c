@@ -9,7 +9,7 @@
 #include <sched.h>
 #include <stdlib.h>
 
-int kvfs_numa_pin_thread(int node) {
+int kvfs_numa_pin_thread(int node, int index) {
     if (node < 0)
         return 0;
     if (numa_available() < 0 || node > numa_max_node())
@@ -18,17 +18,18 @@ int kvfs_numa_pin_thread(int node) {
     if (!cpus)
         return -ENOMEM;
     int rc = numa_node_to_cpus(node, cpus);
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    int n = 0;
+    int list[CPU_SETSIZE], n = 0;
     for (unsigned i = 0; rc == 0 && i < cpus->size && i < CPU_SETSIZE; i++)
-        if (numa_bitmask_isbitset(cpus, i)) {
-            CPU_SET(i, &set);
-            n++;
-        }
+        if (numa_bitmask_isbitset(cpus, i))
+            list[n++] = (int)i;
     numa_free_cpumask(cpus);
     if (rc != 0 || n == 0)
         return -EINVAL;
+    /* One CPU per thread, round robin over the node: a thread that never
+     * migrates keeps its staging buffer's cache lines and its file pages warm. */
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(list[index % n], &set);
     rc = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
     if (rc)
         return -rc;

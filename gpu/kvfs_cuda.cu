@@ -365,8 +365,22 @@ void kvfs_cuda_engine_destroy(kvfs_cuda_engine *e) {
     release(e);
 }
 
+/* Orders every I/O thread's stream after the work queued so far on STREAM.
+ * Waiting on all of them (a few microseconds) is simpler and as correct as
+ * tracking which thread will take which operation, and the event can be
+ * destroyed at once because the waits are already enqueued. */
+static int order_after(kvfs_cuda_engine *e, int64_t stream) {
+    cudaEvent_t ev;
+    CUDA_TRY(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreate");
+    cudaError_t err = cudaEventRecord(ev, (cudaStream_t)(uintptr_t)stream);
+    for (int i = 0; err == cudaSuccess && i < e->threads; i++)
+        err = cudaStreamWaitEvent(e->ts[i].stream, ev, 0);
+    cudaEventDestroy(ev);
+    return err == cudaSuccess ? 0 : cuda_fail(err, "ordering after the caller's stream");
+}
+
 int kvfs_cuda_submit(kvfs_cuda_engine *e, const struct kvfs_cuda_op *ops, size_t n,
-                     kvfs_job **out) {
+                     int64_t after_stream, kvfs_job **out) {
     struct kvfs_op *kops = (struct kvfs_op *)calloc(n ? n : 1, sizeof(*kops));
     if (!kops)
         return -ENOMEM;
@@ -386,7 +400,9 @@ int kvfs_cuda_submit(kvfs_cuda_engine *e, const struct kvfs_cuda_op *ops, size_t
         kops[i].name = ops[i].name;
         kops[i].xfer = ops[i].block_ids;
     }
-    int rc = kvfs_submit(e->core, kops, n, out);
+    int rc = after_stream == KVFS_CUDA_NO_STREAM ? 0 : order_after(e, after_stream);
+    if (rc == 0)
+        rc = kvfs_submit(e->core, kops, n, out);
     free(kops);
     return rc;
 }

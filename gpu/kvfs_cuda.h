@@ -64,9 +64,14 @@ struct kvfs_cuda_op {
 
 KVFS_API int kvfs_cuda_engine_create(const struct kvfs_cuda_options *o, kvfs_cuda_engine **out);
 KVFS_API void kvfs_cuda_engine_destroy(kvfs_cuda_engine *e);
-/* Queues the operations; wait on and free the job with libkvfs's kvfs_job_*. */
+/* Queues the operations; wait on and free the job with libkvfs's kvfs_job_*.
+ * Unless AFTER_STREAM is KVFS_CUDA_NO_STREAM, the copies start only once the
+ * work queued so far on that CUDA stream (the cudaStream_t value; 0 is the
+ * legacy default stream) is done, so that a store reads the KV values the
+ * model has just written rather than older ones. */
+#define KVFS_CUDA_NO_STREAM (-1)
 KVFS_API int kvfs_cuda_submit(kvfs_cuda_engine *e, const struct kvfs_cuda_op *ops, size_t n,
-                              kvfs_job **out);
+                              int64_t after_stream, kvfs_job **out);
 /* The underlying engine, for kvfs_exists and kvfs_engine_stats. */
 KVFS_API kvfs_engine *kvfs_cuda_engine_core(kvfs_cuda_engine *e);
 KVFS_API const char *kvfs_cuda_copy_engine_name(const kvfs_cuda_engine *e);

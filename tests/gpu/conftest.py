@@ -1,18 +1,19 @@
 """GPU tests reuse the integration fixtures (real kvfs mounts that unmount in
 teardown) and skip cleanly on a machine without CUDA."""
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "integration"))
 sys.path.insert(0, str(HERE.parents[1] / "client" / "python"))
 os.environ.setdefault("KVFS_LIB_DIR", str(HERE.parents[1] / "build" / "lib"))
 
-from conftest import *  # noqa: E402,F401,F403  (fixtures: kvfs, mount_factory, backing, ...)
-from conftest import pytest_addoption as _integration_addoption  # noqa: E402
-
-
-def pytest_addoption(parser):
-    _integration_addoption(parser)
+_spec = importlib.util.spec_from_file_location("kvfs_integration_conftest",
+                                               HERE.parent / "integration" / "conftest.py")
+_mod = importlib.util.module_from_spec(_spec)
+sys.modules["kvfs_integration_conftest"] = _mod
+_spec.loader.exec_module(_mod)
+# Fixtures, hooks and helpers: kvfs, mount_factory, backing, pytest_addoption, ...
+globals().update({k: v for k, v in vars(_mod).items() if not k.startswith("__")})

@@ -134,7 +134,8 @@ def _cudalib():
                                                 ctypes.POINTER(ctypes.c_void_p)]
         lib.kvfs_cuda_engine_destroy.argtypes = [ctypes.c_void_p]
         lib.kvfs_cuda_submit.argtypes = [ctypes.c_void_p, ctypes.POINTER(_CudaOp),
-                                         ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)]
+                                         ctypes.c_size_t, ctypes.c_int64,
+                                         ctypes.POINTER(ctypes.c_void_p)]
         lib.kvfs_cuda_engine_core.argtypes = [ctypes.c_void_p]
         lib.kvfs_cuda_engine_core.restype = ctypes.c_void_p
         lib.kvfs_cuda_copy_engine_name.argtypes = [ctypes.c_void_p]
@@ -378,10 +379,14 @@ class CudaEngine(_Base):
     def numa_node(self):
         return _cudalib().kvfs_cuda_numa_node(self._h)
 
-    def _submit(self, kind, names, block_ids):
+    def _submit(self, kind, names, block_ids, after_stream):
         names = _names(names)
         if len(block_ids) != len(names):
             raise ValueError("one list of block ids per name")
+        if after_stream is None:
+            import torch
+
+            after_stream = torch.cuda.current_stream(self._tensors[0].device).cuda_stream
         bpf = self.layout.blocks_per_file
         arrays = []
         for ids in block_ids:
@@ -390,15 +395,18 @@ class CudaEngine(_Base):
             arrays.append((ctypes.c_int64 * bpf)(*ids))
         ops = (_CudaOp * len(names))(*[_CudaOp(kind, n, a) for n, a in zip(names, arrays)])
         h = ctypes.c_void_p()
-        self._check(_cudalib().kvfs_cuda_submit(self._h, ops, len(names), ctypes.byref(h)),
-                    "kvfs_cuda_submit")
+        self._check(_cudalib().kvfs_cuda_submit(self._h, ops, len(names), after_stream,
+                                                ctypes.byref(h)), "kvfs_cuda_submit")
         return Job(h.value, (arrays, self._tensors))
 
-    def store(self, names, block_ids):
-        return self._submit(STORE, names, block_ids)
+    def store(self, names, block_ids, after_stream=None):
+        """Stores each file's GPU blocks; the copies wait for the work queued so far on
+        AFTER_STREAM (default: torch's current stream; -1: no wait)."""
+        return self._submit(STORE, names, block_ids, after_stream)
 
-    def load(self, names, block_ids):
-        return self._submit(LOAD, names, block_ids)
+    def load(self, names, block_ids, after_stream=-1):
+        """Loads files into GPU blocks. Wait on the job before using the blocks."""
+        return self._submit(LOAD, names, block_ids, after_stream)
 
     def close(self):
         if self._h:
