@@ -658,6 +658,11 @@ static void check_unchanged_after_publish(struct kvfs_handle *h) {
         int rc = kvfs_entry_unlink(h->parent->fd, h->name);
         kvfs_error("'%s' was written after it was published; %s", h->name,
                    rc == 0 ? "withdrawn" : "withdrawing it failed");
+        /* The kernel caches a block's entry and attributes for long: drop them
+         * so that local readers see the withdrawal now. */
+        if (rc == 0)
+            fuse_lowlevel_notify_inval_entry(kvfs_d.se, kvfs_inode_nodeid(h->parent), h->name,
+                                             strlen(h->name));
     }
     kvfs_stat_inc(&kvfs_d.stats, publish_errors);
 }
