@@ -14,14 +14,15 @@ export LD_LIBRARY_PATH=$BIN${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} KVFS_LIB_DIR=$B
 export PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/../.."
 nvidia-smi -L | tee "$OUT/machine.txt"
-python3 -m pytest -q -p no:cacheprovider tests/gpu/test_gpu.py --kvfs-bin "$BIN/kvfs" 2>&1 | tee "$OUT/gpu-tests.txt"
+timeout 300 python3 -m pytest -v -p no:cacheprovider -p pytest_timeout --timeout 90 \
+  tests/gpu/test_gpu.py --kvfs-bin "$BIN/kvfs" 2>&1 | tee "$OUT/gpu-tests.txt"
 tests_rc=${PIPESTATUS[0]}
 
 bench() { # name backing mountpoint args...
   local name=$1 b=$2 m=$3; shift 3
   mkdir -p "$b" "$m"
   "$BIN/kvfs" "$b" "$m" || return 1
-  python3 tests/gpu/bench_gpu.py --root "$name-kvfs=$m" --root "$name-direct=$b" \
+  timeout 400 python3 tests/gpu/bench_gpu.py --root "$name-kvfs=$m" --root "$name-direct=$b" \
     --json "$OUT/bench-$name.json" "$@" 2>&1 | tee -a "$OUT/bench.txt"
   umount "$m"
   rm -rf "$b"

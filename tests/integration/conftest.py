@@ -53,14 +53,22 @@ def is_mounted(path):
     return False
 
 
+def _run_quiet(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True).returncode
+    except FileNotFoundError:  # e.g. no fusermount3 where libfuse is not installed
+        return 127
+
+
 def unmount(path):
     """Unmounts PATH; returns True if it had to be forced."""
     if not is_mounted(path):
         return False
-    r = subprocess.run(["fusermount3", "-u", path], capture_output=True)
-    if r.returncode == 0:
+    path = str(path)
+    if _run_quiet(["fusermount3", "-u", path]) == 0 or _run_quiet(["umount", path]) == 0:
         return False
-    subprocess.run(["fusermount3", "-uz", path], capture_output=True)
+    if _run_quiet(["fusermount3", "-uz", path]) != 0:
+        _run_quiet(["umount", "-l", path])
     return True
 
 
