@@ -18,15 +18,15 @@ timeout 200 python3 -m pytest -v -p no:cacheprovider -p pytest_timeout --timeout
   tests/gpu/test_gpu.py --kvfs-bin "$BIN/kvfs" 2>&1 | tee "$OUT/gpu-tests.txt"
 tests_rc=${PIPESTATUS[0]}
 
-bench() { # name backing mountpoint args...
-  local name=$1 b=$2 m=$3; shift 3
+bench() { # name limit backing mountpoint args...
+  local name=$1 limit=$2 b=$3 m=$4; shift 4
   mkdir -p "$b" "$m"
   "$BIN/kvfs" "$b" "$m" || return 1
-  timeout 400 python3 tests/gpu/bench_gpu.py --root "$name-kvfs=$m" --root "$name-direct=$b" \
+  timeout "$limit" python3 tests/gpu/bench_gpu.py --root "$name-kvfs=$m" --root "$name-direct=$b" \
     --json "$OUT/bench-$name.json" "$@" 2>&1 | tee -a "$OUT/bench.txt"
-  umount "$m"
+  umount "$m" || umount -l "$m"
   rm -rf "$b"
 }
-bench shm /dev/shm/kvfs-gpu-bench /mnt/kvfs-gpu-shm
-bench disk /var/tmp/kvfs-gpu-bench /mnt/kvfs-gpu-disk --threads 16 --engine dma --gib 6
+bench shm 180 /dev/shm/kvfs-gpu-bench /mnt/kvfs-gpu-shm
+bench disk 150 /var/tmp/kvfs-gpu-bench /mnt/kvfs-gpu-disk --threads 16 --engine dma --gib 6
 exit $tests_rc
