@@ -19,8 +19,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
-#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
-#include <xxhash.h>
+#include "kvfs_hash.h"
 
 #define FUSE_SUPER_MAGIC 0x65735546
 
@@ -68,7 +67,7 @@ static int open_create(int root_fd, const char *name) {
 /* Blocks are hashed in pieces just before they are written, or just after
  * they are read, while each piece is still in the CPU cache: one pass over
  * memory instead of two. */
-#define PIECE (2u << 20)
+#define PIECE (512u << 10) /* fits a core's L2 */
 
 static int pwrite_all(int fd, const char *p, size_t len, off_t off) {
     while (len) {
@@ -87,17 +86,17 @@ static int pwrite_all(int fd, const char *p, size_t len, off_t off) {
 
 /* Writes the payload (hashing it on the way) and then the header. */
 static int write_block(int fd, char *buf, size_t plen, const struct kvfs_layout *l) {
-    XXH3_state_t st;
-    XXH3_64bits_reset(&st);
+    struct kvfs_hash st;
+    kvfs_hash_reset(&st);
     const char *payload = buf + KVFS_HEADER_SIZE;
     for (size_t off = 0; off < plen; off += PIECE) {
         size_t n = plen - off < PIECE ? plen - off : PIECE;
-        XXH3_64bits_update(&st, payload + off, n);
+        kvfs_hash_update(&st, payload + off, n);
         int rc = pwrite_all(fd, payload + off, n, (off_t)(KVFS_HEADER_SIZE + off));
         if (rc)
             return rc;
     }
-    kvfs_header_encode(buf, l, plen, XXH3_64bits_digest(&st));
+    kvfs_header_encode(buf, l, plen, kvfs_hash_digest(&st));
     return pwrite_all(fd, buf, KVFS_HEADER_SIZE, 0);
 }
 
@@ -173,8 +172,8 @@ int kvfs_io_load(int root_fd, const char *name, void *vbuf, size_t len,
         rc = (size_t)st.st_size < KVFS_HEADER_SIZE + plen ? KVFS_E_SHORT : KVFS_E_CORRUPT;
     if (rc == 0 && KVFS_HEADER_SIZE + plen > len)
         rc = KVFS_E_LAYOUT;
-    XXH3_state_t hs;
-    XXH3_64bits_reset(&hs);
+    struct kvfs_hash hs;
+    kvfs_hash_reset(&hs);
     for (size_t off = 0; rc == 0 && off < plen; off += PIECE) {
         size_t n = plen - off < PIECE ? plen - off : PIECE, piece = 0;
         char *p = buf + KVFS_HEADER_SIZE + off;
@@ -182,10 +181,10 @@ int kvfs_io_load(int root_fd, const char *name, void *vbuf, size_t len,
         if (rc == 0 && piece < n)
             rc = KVFS_E_SHORT; /* shrank while we read it */
         if (rc == 0)
-            XXH3_64bits_update(&hs, p, n);
+            kvfs_hash_update(&hs, p, n);
     }
     close(fd);
-    if (rc == 0 && XXH3_64bits_digest(&hs) != want_sum)
+    if (rc == 0 && kvfs_hash_digest(&hs) != want_sum)
         rc = KVFS_E_CORRUPT;
     return rc;
 }

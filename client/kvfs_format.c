@@ -10,6 +10,7 @@
  * The header's own checksum makes a torn or scribbled header a format error
  * rather than a misread layout. */
 #include "kvfs_client.h"
+#include "kvfs_hash.h"
 
 #include <errno.h>
 #include <string.h>
@@ -126,7 +127,10 @@ int kvfs_block_verify(const void *buf, size_t len, const struct kvfs_layout *wan
         return KVFS_E_SHORT;
     if (len > KVFS_HEADER_SIZE + plen)
         return KVFS_E_CORRUPT;
-    if (XXH3_64bits((const char *)buf + KVFS_HEADER_SIZE, plen) != sum)
+    struct kvfs_hash h;
+    kvfs_hash_reset(&h);
+    kvfs_hash_update(&h, (const char *)buf + KVFS_HEADER_SIZE, plen);
+    if (kvfs_hash_digest(&h) != sum)
         return KVFS_E_CORRUPT;
     return 0;
 }

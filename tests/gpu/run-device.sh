@@ -14,7 +14,7 @@ export LD_LIBRARY_PATH=$BIN${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} KVFS_LIB_DIR=$B
 export PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/../.."
 nvidia-smi -L | tee "$OUT/machine.txt"
-timeout 200 python3 -m pytest -v -p no:cacheprovider -p pytest_timeout --timeout 60 --timeout-method=thread \
+timeout 200 python3 -m pytest -v -p no:cacheprovider --timeout 60 --timeout-method=thread \
   tests/gpu/test_gpu.py --kvfs-bin "$BIN/kvfs" 2>&1 | tee "$OUT/gpu-tests.txt"
 tests_rc=${PIPESTATUS[0]}
 

@@ -63,6 +63,27 @@ START_TEST(header_and_verify) {
 }
 END_TEST
 
+START_TEST(checksum_matches_reference_xxh3) {
+    /* The library hashes with its own SIMD build of XXH3: it must agree with
+     * the reference libxxhash for every payload size class. */
+    const struct kvfs_layout sizes[] = {
+        {1, 1, 1, 1, KVFS_DTYPE_FP8_E4M3, 1}, /* 2 bytes: the short path */
+        {1, 1, 1, 60, KVFS_DTYPE_FP16, 1},    /* 240 bytes */
+        {1, 1, 1, 61, KVFS_DTYPE_FP16, 1},    /* 244 bytes: the long path */
+        {32, 16, 8, 128, KVFS_DTYPE_BF16, 1}, /* 2 MiB: several pieces */
+        {3, 16, 8, 127, KVFS_DTYPE_FP32, 5},  /* odd size */
+    };
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        size_t plen = kvfs_layout_payload_bytes(&sizes[k]);
+        char *file = malloc(KVFS_HEADER_SIZE + plen);
+        fill(file + KVFS_HEADER_SIZE, plen, (int)k);
+        kvfs_header_encode(file, &sizes[k], plen, XXH3_64bits(file + KVFS_HEADER_SIZE, plen));
+        ck_assert_int_eq(kvfs_block_verify(file, KVFS_HEADER_SIZE + plen, &sizes[k]), 0);
+        free(file);
+    }
+}
+END_TEST
+
 static const char *dir;
 static kvfs_engine *eng;
 
@@ -345,6 +366,7 @@ int main(void) {
     TCase *tf = tcase_create("format");
     tcase_add_test(tf, layout_sizes);
     tcase_add_test(tf, header_and_verify);
+    tcase_add_test(tf, checksum_matches_reference_xxh3);
     suite_add_tcase(s, tf);
     TCase *te = tcase_create("engine");
     tcase_set_timeout(te, 60);
