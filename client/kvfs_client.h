@@ -123,7 +123,8 @@ typedef struct kvfs_engine kvfs_engine;
 typedef struct kvfs_job kvfs_job;
 
 KVFS_API int kvfs_engine_create(const struct kvfs_engine_options *o, kvfs_engine **out);
-/* Cancels what is queued, waits for what is running, frees the engine. */
+/* Cancels what is queued, waits for what is running, frees the engine. Jobs
+ * not freed yet stay valid (results, wait, free) without it. */
 KVFS_API void kvfs_engine_destroy(kvfs_engine *e);
 /* 1 if the engine writes final names (it found a kvfs mount), 0 if temp + link. */
 KVFS_API int kvfs_engine_writes_direct(const kvfs_engine *e);

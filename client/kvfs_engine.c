@@ -51,13 +51,15 @@ struct task {
 };
 
 struct kvfs_job {
-    kvfs_engine *e;
+    kvfs_engine *e;                 /* NULL once the engine is destroyed: the job is then inert */
+    struct kvfs_job *jnext, *jprev; /* the engine's live jobs */
     size_t n;
     struct task *tasks;
-    char *names; /* all names, one allocation */
-    char *xfers; /* all xfer descriptors */
-    _Atomic size_t remaining;
-    _Atomic bool freed; /* kvfs_job_free called while tasks were still running */
+    char *names;              /* all names, one allocation */
+    char *xfers;              /* all xfer descriptors */
+    _Atomic size_t remaining; /* tasks without a result yet */
+    size_t held;              /* tasks a worker still holds (even after a timeout), under lock */
+    _Atomic bool freed;       /* kvfs_job_free called while tasks were still running */
 };
 
 struct queue {
@@ -90,6 +92,7 @@ struct kvfs_engine {
     int nthreads;
     struct worker *workers;
     struct kvfs_engine_stats stats; /* under lock */
+    struct kvfs_job *jobs;          /* not yet freed, under lock */
 };
 
 static uint64_t now_ns(void) {
@@ -146,6 +149,45 @@ static void q_remove(struct queue *q, struct task *t) {
 
 static void job_maybe_free(struct kvfs_job *j);
 
+/* Links J into (or out of) its engine's list of live jobs, under e->lock. */
+static void job_link_locked(kvfs_engine *e, struct kvfs_job *j) {
+    j->jprev = NULL;
+    j->jnext = e->jobs;
+    if (e->jobs)
+        e->jobs->jprev = j;
+    e->jobs = j;
+}
+
+static void job_unlink_locked(kvfs_engine *e, struct kvfs_job *j) {
+    if (j->jprev)
+        j->jprev->jnext = j->jnext;
+    else
+        e->jobs = j->jnext;
+    if (j->jnext)
+        j->jnext->jprev = j->jprev;
+    j->jnext = j->jprev = NULL;
+}
+
+/* Frees a job its caller has released once no task of it is pending or held
+ * by a worker (a worker stuck in a system call may hold a task long after its
+ * deadline failed it); under e->lock. */
+static void job_collect_locked(kvfs_engine *e, struct kvfs_job *j) {
+    if (atomic_load(&j->freed) && atomic_load(&j->remaining) == 0 && j->held == 0) {
+        job_unlink_locked(e, j);
+        job_maybe_free(j);
+    }
+}
+
+/* A worker is done with task T of slot SLOT (finished or abandoned). */
+static void release(kvfs_engine *e, struct worker *w, int slot, struct task *t) {
+    pthread_mutex_lock(&e->lock);
+    if (w->cur[slot] == t)
+        w->cur[slot] = NULL;
+    t->job->held--;
+    job_collect_locked(e, t->job);
+    pthread_mutex_unlock(&e->lock);
+}
+
 /* Records the result of a task its caller has just moved to T_DONE (so this
  * runs once per task), under e->lock. */
 static void record_locked(kvfs_engine *e, struct task *t, int result) {
@@ -173,8 +215,8 @@ static void record_locked(kvfs_engine *e, struct task *t, int result) {
         }
     }
     struct kvfs_job *j = t->job;
-    if (atomic_fetch_sub(&j->remaining, 1) == 1 && atomic_load(&j->freed))
-        job_maybe_free(j);
+    atomic_fetch_sub(&j->remaining, 1);
+    job_collect_locked(e, j);
     pthread_cond_broadcast(&e->done);
 }
 
@@ -250,6 +292,7 @@ static struct task *take_locked(kvfs_engine *e, struct worker *w, int slot) {
     atomic_store(&t->state, T_RUNNING);
     t->deadline = now_ns() + (uint64_t)e->o.timeout_ms * 1000000ull;
     w->cur[slot] = t;
+    t->job->held++;
     return t;
 }
 
@@ -279,9 +322,7 @@ static void finish_inflight(kvfs_engine *e, struct worker *w, struct inflight *p
         complete(e, t,
                  kvfs_io_store(e->root_fd, t->name, buf, payload_len(e), &e->o.layout, e->direct));
     }
-    pthread_mutex_lock(&e->lock);
-    w->cur[p->slot] = NULL;
-    pthread_mutex_unlock(&e->lock);
+    release(e, w, p->slot, t);
     p->t = NULL;
 }
 
@@ -355,11 +396,11 @@ static void *worker_main(void *arg) {
         bool inflight = start(e, w, t, s, &pending);
         if (pending.t) /* start() did not need to finish it */
             finish_inflight(e, w, &pending);
+        if (!inflight)
+            release(e, w, s, t);
         pthread_mutex_lock(&e->lock);
         if (inflight)
             pending = mine;
-        else
-            w->cur[s] = NULL;
     }
     pthread_mutex_unlock(&e->lock);
     return NULL;
@@ -463,6 +504,16 @@ void kvfs_engine_destroy(kvfs_engine *e) {
     pthread_mutex_unlock(&e->lock);
     for (int i = 0; i < e->nthreads; i++)
         pthread_join(e->workers[i].tid, NULL);
+    /* Every task is finished now. Jobs the caller has not freed yet keep
+     * their results and may still be waited on and freed; they just no
+     * longer refer to the engine. */
+    pthread_mutex_lock(&e->lock);
+    while (e->jobs) {
+        struct kvfs_job *j = e->jobs;
+        job_unlink_locked(e, j);
+        j->e = NULL;
+    }
+    pthread_mutex_unlock(&e->lock);
     for (int i = 0; e->workers && i < e->o.io_threads; i++)
         for (int s = 0; s < 2; s++) {
             if (!e->workers[i].slot[s])
@@ -527,6 +578,7 @@ int kvfs_submit(kvfs_engine *e, const struct kvfs_op *ops, size_t n, kvfs_job **
     }
     atomic_store(&j->remaining, n);
     pthread_mutex_lock(&e->lock);
+    job_link_locked(e, j);
     for (size_t i = 0; i < n; i++) {
         struct task *t = &j->tasks[i];
         if (t->kind == KVFS_OP_STORE) {
@@ -548,7 +600,7 @@ int kvfs_submit(kvfs_engine *e, const struct kvfs_op *ops, size_t n, kvfs_job **
 }
 
 bool kvfs_job_done(kvfs_job *j) {
-    if (atomic_load(&j->remaining) == 0)
+    if (atomic_load(&j->remaining) == 0 || !j->e)
         return true;
     pthread_mutex_lock(&j->e->lock);
     sweep_locked(j->e);
@@ -558,6 +610,8 @@ bool kvfs_job_done(kvfs_job *j) {
 
 int kvfs_job_wait(kvfs_job *j, int timeout_ms) {
     kvfs_engine *e = j->e;
+    if (!e)
+        return 0; /* its engine finished every task before it went away */
     uint64_t limit = timeout_ms < 0 ? UINT64_MAX : now_ns() + (uint64_t)timeout_ms * 1000000ull;
     pthread_mutex_lock(&e->lock);
     for (;;) {
@@ -601,6 +655,10 @@ void kvfs_job_free(kvfs_job *j) {
     if (!j)
         return;
     kvfs_engine *e = j->e;
+    if (!e) {
+        job_maybe_free(j);
+        return;
+    }
     pthread_mutex_lock(&e->lock);
     for (size_t i = 0; i < j->n; i++) {
         struct task *t = &j->tasks[i];
@@ -610,12 +668,9 @@ void kvfs_job_free(kvfs_job *j) {
         }
     }
     /* Running tasks still point into the job: the last one frees it. */
-    bool last = atomic_load(&j->remaining) == 0;
-    if (!last)
-        atomic_store(&j->freed, true);
+    atomic_store(&j->freed, true);
+    job_collect_locked(e, j);
     pthread_mutex_unlock(&e->lock);
-    if (last)
-        job_maybe_free(j);
 }
 
 int kvfs_exists(kvfs_engine *e, const char *const *names, size_t n, int *out) {

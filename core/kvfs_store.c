@@ -6,6 +6,7 @@
 #include "kvfs_name.h"
 
 #include <dirent.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -164,16 +165,58 @@ void kvfs_store_close(struct kvfs_store *st) {
     }
 }
 
+/* The same as openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), one component
+ * at a time, for kernels before 5.6 (and valgrind, which lacks openat2). */
+static int open_beneath_walk(int dfd, const char *path, int flags, mode_t mode) {
+    char comp[KVFS_NAME_MAX + 1];
+    int cur = dfd;
+    const char *p = path;
+    for (;;) {
+        size_t n = strcspn(p, "/");
+        if (n == 0 || n > KVFS_NAME_MAX || (n == 2 && p[0] == '.' && p[1] == '.')) {
+            if (cur != dfd)
+                close(cur);
+            return n > KVFS_NAME_MAX ? -ENAMETOOLONG : -EPERM;
+        }
+        memcpy(comp, p, n);
+        comp[n] = '\0';
+        bool last = p[n] == '\0';
+        int fd = last ? openat(cur, comp, flags | O_NOFOLLOW | O_CLOEXEC, mode)
+                      : openat(cur, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int e = errno;
+        if (cur != dfd)
+            close(cur);
+        if (fd < 0)
+            return (e == ELOOP || (e == ENOTDIR && !last)) ? -EPERM : -e;
+        if (last)
+            return fd;
+        cur = fd;
+        p += n + 1;
+    }
+}
+
 int kvfs_open_beneath(int dfd, const char *path, int flags, mode_t mode) {
+    static _Atomic bool no_openat2;
     struct open_how how = {
         .flags = (uint64_t)(flags | O_NOFOLLOW | O_CLOEXEC),
         .mode = (flags & O_CREAT) ? mode : 0,
         .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
     };
-    long fd = syscall(SYS_openat2, dfd, path, &how, sizeof(how));
-    if (fd >= 0)
-        return (int)fd;
+    long fd = -1;
+    if (!atomic_load(&no_openat2)) {
+        fd = syscall(SYS_openat2, dfd, path, &how, sizeof(how));
+        if (fd >= 0)
+            return (int)fd;
+        if (errno == ENOSYS)
+            atomic_store(&no_openat2, true);
+    }
     int e = errno;
+    if (atomic_load(&no_openat2)) {
+        int r = open_beneath_walk(dfd, strcmp(path, ".") == 0 ? "." : path, flags, mode);
+        if (r != -EPERM)
+            return r;
+        e = ELOOP;
+    }
     if (e == ELOOP || e == EXDEV) {
         kvfs_debug("refusing '%s': a symbolic link or an escape from the backing directory", path);
         return -EPERM;

@@ -221,6 +221,33 @@ static void unblock_fifo(const char *name) {
         close(fd);
 }
 
+START_TEST(jobs_outlive_their_engine) {
+    make_engine(2, 0, 5000, -1);
+    size_t plen = kvfs_layout_payload_bytes(&L);
+    char *buf = malloc(plen);
+    fill(buf, plen, 5);
+    make_fifo("hang.bin");
+    struct kvfs_op ops[2] = {{KVFS_OP_STORE, "kept.bin", buf, NULL},
+                             {KVFS_OP_LOAD, "hang.bin", buf, NULL}};
+    kvfs_job *done, *stuck;
+    ck_assert_int_eq(kvfs_submit(eng, ops, 1, &done), 0);
+    ck_assert_int_eq(kvfs_job_wait(done, 5000), 0);
+    ck_assert_int_eq(kvfs_submit(eng, ops + 1, 1, &stuck), 0);
+    usleep(50000);
+    unblock_fifo("hang.bin"); /* lets destroy's join finish */
+    kvfs_engine_destroy(eng);
+    eng = NULL;
+    /* Both jobs are still readable, waitable and freeable. */
+    ck_assert_int_eq(kvfs_job_result(done, 0), 0);
+    ck_assert_int_eq(kvfs_job_wait(stuck, 1000), 0);
+    ck_assert(kvfs_job_done(stuck));
+    ck_assert_int_ne(kvfs_job_result(stuck, 0), KVFS_RESULT_PENDING);
+    kvfs_job_free(done);
+    kvfs_job_free(stuck);
+    free(buf);
+}
+END_TEST
+
 START_TEST(store_queue_bound_drops_oldest) {
     make_engine(1, 3, 10000, -1);
     size_t plen = kvfs_layout_payload_bytes(&L);
@@ -373,6 +400,7 @@ int main(void) {
     tcase_add_checked_fixture(te, setup, teardown);
     tcase_add_test(te, round_trip_and_errors);
     tcase_add_test(te, store_queue_bound_drops_oldest);
+    tcase_add_test(te, jobs_outlive_their_engine);
     tcase_add_test(te, loads_go_before_stores);
     tcase_add_test(te, hung_store_times_out);
     tcase_add_test(te, threads_pinned_to_numa_node);
