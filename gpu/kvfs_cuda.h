@@ -11,10 +11,11 @@
  * it back. Each I/O thread has its own CUDA stream and two staging slots, so
  * one file's copy overlaps the previous file's I/O.
  *
- * Copy engines: DMA (cudaMemcpyBatchAsync, one call per file; per-chunk
- * cudaMemcpyAsync where the driver lacks it) or an SM copy kernel that moves
- * the chunks between device memory and mapped pinned memory. Chosen by
- * option, or by the KVFS_COPY_ENGINE environment variable (dma|kernel). */
+ * Copy engines: an SM copy kernel that moves the chunks between device memory
+ * and mapped pinned memory (the default: it measured faster), or DMA
+ * (cudaMemcpyBatchAsync, one call per file; per-chunk cudaMemcpyAsync where
+ * the driver lacks it), which leaves the SMs to the model. Chosen by option,
+ * or by the KVFS_COPY_ENGINE environment variable (kernel|dma). */
 #ifndef KVFS_CUDA_H
 #define KVFS_CUDA_H
 
@@ -27,7 +28,7 @@ extern "C" {
 #endif
 
 enum kvfs_copy_engine {
-    KVFS_COPY_DEFAULT = 0, /* KVFS_COPY_ENGINE from the environment, else DMA */
+    KVFS_COPY_DEFAULT = 0, /* KVFS_COPY_ENGINE from the environment, else the kernel */
     KVFS_COPY_DMA = 1,
     KVFS_COPY_KERNEL = 2,
 };
