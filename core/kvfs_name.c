@@ -86,91 +86,74 @@ static int append(char *buf, size_t len, size_t *pos, const char *str, size_t sl
     return 0;
 }
 
+/* Copies the next '/'-separated component of *P into COMP (skipping empty
+ * ones) and advances *P. Returns its length, 0 at the end, or -ENAMETOOLONG. */
+static int next_component(const char **p, char comp[KVFS_NAME_MAX + 1]) {
+    while (**p == '/')
+        (*p)++;
+    size_t clen = strcspn(*p, "/");
+    if (clen > KVFS_NAME_MAX)
+        return -ENAMETOOLONG;
+    memcpy(comp, *p, clen);
+    comp[clen] = '\0';
+    *p += clen;
+    while (**p == '/')
+        (*p)++;
+    return (int)clen;
+}
+
 int kvfs_path_to_backing(const char *mount_rel, char *buf, size_t len) {
-    char comp[KVFS_NAME_MAX + 2];
+    char comp[KVFS_NAME_MAX + 1];
     size_t pos = 0;
     const char *p = mount_rel;
     if (len == 0)
         return -ENAMETOOLONG;
     buf[0] = '\0';
-    while (*p) {
-        while (*p == '/')
-            p++;
-        if (!*p)
-            break;
-        const char *end = strchr(p, '/');
-        size_t clen = end ? (size_t)(end - p) : strlen(p);
-        if (clen > KVFS_NAME_MAX)
-            return -ENAMETOOLONG;
-        memcpy(comp, p, clen);
-        comp[clen] = '\0';
+    int clen;
+    while ((clen = next_component(&p, comp)) > 0) {
         int rc = kvfs_name_check(comp);
         if (rc)
             return rc;
-        p += clen;
-        bool last = (*p == '\0' || strspn(p, "/") == strlen(p));
-        if (last && kvfs_name_is_block(comp, NULL)) {
+        if (*p == '\0' && kvfs_name_is_block(comp, NULL)) { /* only a last component is a block */
             char rel[sizeof(KVFS_FANOUT_DIR) + KVFS_BUCKET_LEN + KVFS_NAME_MAX + 4];
             rc = kvfs_block_relpath(comp, rel, sizeof(rel));
             if (rc == 0)
                 rc = append(buf, len, &pos, rel, strlen(rel));
         } else {
-            rc = append(buf, len, &pos, comp, clen);
+            rc = append(buf, len, &pos, comp, (size_t)clen);
         }
         if (rc)
             return rc;
     }
-    return 0;
+    return clen;
 }
 
 int kvfs_path_from_backing(const char *backing_rel, char *buf, size_t len) {
-    char comp[KVFS_NAME_MAX + 2];
+    char comp[KVFS_NAME_MAX + 1];
     size_t pos = 0;
     const char *p = backing_rel;
     if (len == 0)
         return -ENAMETOOLONG;
     buf[0] = '\0';
-    while (*p) {
-        while (*p == '/')
-            p++;
-        if (!*p)
-            break;
-        const char *end = strchr(p, '/');
-        size_t clen = end ? (size_t)(end - p) : strlen(p);
-        if (clen > KVFS_NAME_MAX)
-            return -ENAMETOOLONG;
-        memcpy(comp, p, clen);
-        comp[clen] = '\0';
-        p += clen;
+    int clen;
+    while ((clen = next_component(&p, comp)) > 0) {
         if (strcmp(comp, KVFS_FANOUT_DIR) == 0) {
             /* Expect exactly "<bucket>/<block name>" and nothing after it. */
-            char bucket[KVFS_NAME_MAX + 2], name[KVFS_NAME_MAX + 2];
-            while (*p == '/')
-                p++;
-            const char *e1 = strchr(p, '/');
-            if (!e1 || (size_t)(e1 - p) > KVFS_NAME_MAX)
+            char bucket[KVFS_NAME_MAX + 1], name[KVFS_NAME_MAX + 1], want[KVFS_BUCKET_LEN + 1];
+            if (next_component(&p, bucket) <= 0 || next_component(&p, name) <= 0 || *p != '\0')
                 return -EINVAL;
-            memcpy(bucket, p, (size_t)(e1 - p));
-            bucket[e1 - p] = '\0';
-            p = e1 + 1;
-            size_t nlen = strcspn(p, "/");
-            if (nlen == 0 || nlen > KVFS_NAME_MAX || p[nlen] != '\0')
-                return -EINVAL;
-            memcpy(name, p, nlen);
-            name[nlen] = '\0';
-            char want[KVFS_BUCKET_LEN + 1];
             if (!kvfs_bucket_is_valid(bucket) || !kvfs_name_is_block(name, NULL))
                 return -EINVAL;
             kvfs_block_bucket(name, want);
             if (strcmp(want, bucket) != 0)
                 return -EINVAL;
-            return append(buf, len, &pos, name, nlen);
+            return append(buf, len, &pos, name, strlen(name));
         }
         if (kvfs_name_is_reserved(comp))
             return -EPERM;
-        int rc = append(buf, len, &pos, comp, clen);
+        int rc = append(buf, len, &pos, comp, (size_t)clen);
         if (rc)
             return rc;
     }
-    return 0;
+    return clen;
 }

@@ -83,38 +83,34 @@ int kvfs_stage_publish(struct kvfs_store *st, struct kvfs_stage *sg, int dfd, co
     return rc;
 }
 
+struct collect_ctx {
+    time_t max_age, now;
+    uint64_t *removed;
+    int error;
+};
+
+static int collect_one(void *ctx, int dir, const struct dirent *de) {
+    struct collect_ctx *c = ctx;
+    struct stat sb;
+    if (de->d_name[0] == '.' || fstatat(dir, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+        return 0; /* published or collected meanwhile */
+    if (sb.st_mtime > c->now - c->max_age)
+        return 0;
+    if (unlinkat(dir, de->d_name, 0) == 0) {
+        kvfs_info("removed stale staging file %s (%lld s old)", de->d_name,
+                  (long long)(c->now - sb.st_mtime));
+        (*c->removed)++;
+    } else if (errno != ENOENT) {
+        c->error = -errno;
+        kvfs_warn("cannot remove stale staging file %s: %s", de->d_name, strerror(errno));
+    }
+    return 0; /* one stuck file does not stop the others */
+}
+
 int kvfs_staging_collect(struct kvfs_store *st, time_t max_age, time_t now, uint64_t *removed) {
-    int fd = openat(st->staging_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return -errno;
-    }
-    int rc = 0;
-    struct dirent *de;
-    while ((errno = 0, de = readdir(d))) {
-        struct stat sb;
-        if (de->d_name[0] == '.')
-            continue;
-        if (fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0)
-            continue; /* published or collected meanwhile */
-        if (sb.st_mtime > now - max_age)
-            continue;
-        if (unlinkat(dirfd(d), de->d_name, 0) == 0) {
-            kvfs_info("removed stale staging file %s (%lld s old)", de->d_name,
-                      (long long)(now - sb.st_mtime));
-            (*removed)++;
-        } else if (errno != ENOENT) {
-            rc = -errno;
-            kvfs_warn("cannot remove stale staging file %s: %s", de->d_name, strerror(errno));
-        }
-    }
-    if (errno && !rc)
-        rc = -errno;
-    closedir(d);
-    return rc;
+    struct collect_ctx c = {max_age, now, removed, 0};
+    int rc = kvfs_dir_each(st->staging_fd, ".", collect_one, &c);
+    return rc ? rc : c.error;
 }
 
 enum kvfs_pub_action kvfs_pub_decide(const struct kvfs_pub *p, enum kvfs_pub_event ev) {

@@ -224,6 +224,29 @@ int kvfs_open_beneath(int dfd, const char *path, int flags, mode_t mode) {
     return -e;
 }
 
+int kvfs_dir_each(int dfd, const char *path, int (*fn)(void *ctx, int dir, const struct dirent *de),
+                  void *ctx) {
+    int fd = kvfs_open_beneath(dfd, path, O_RDONLY | O_DIRECTORY, 0);
+    if (fd < 0)
+        return fd;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    int rc = 0;
+    struct dirent *de;
+    while (rc == 0 && (errno = 0, de = readdir(d))) {
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+            rc = fn(ctx, dirfd(d), de);
+    }
+    if (rc == 0 && errno)
+        rc = -errno;
+    closedir(d);
+    return rc;
+}
+
 static int stat_plain(int dfd, const char *name, struct stat *st) {
     if (fstatat(dfd, name, st, AT_SYMLINK_NOFOLLOW) != 0)
         return -errno;
@@ -333,26 +356,16 @@ int kvfs_entry_mkdir(int dfd, const char *name, mode_t mode) {
 
 /* Removes DIR/.kvfs-blocks if it holds nothing but empty buckets. Returns 0,
  * -ENOTEMPTY if a block remains, or another error. */
+static int remove_bucket(void *ctx, int dir, const struct dirent *de) {
+    (void)ctx;
+    return unlinkat(dir, de->d_name, AT_REMOVEDIR) == 0 ? 0
+                                                        : (errno == EEXIST ? -ENOTEMPTY : -errno);
+}
+
 static int clear_fanout(int dfd) {
-    int fan = kvfs_open_beneath(dfd, KVFS_FANOUT_DIR, O_RDONLY | O_DIRECTORY, 0);
-    if (fan == -ENOENT)
+    int rc = kvfs_dir_each(dfd, KVFS_FANOUT_DIR, remove_bucket, NULL);
+    if (rc == -ENOENT)
         return 0;
-    if (fan < 0)
-        return fan;
-    DIR *d = fdopendir(fan);
-    if (!d) {
-        close(fan);
-        return -errno;
-    }
-    int rc = 0;
-    struct dirent *de;
-    while (rc == 0 && (de = readdir(d))) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        if (unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR) != 0)
-            rc = (errno == EEXIST) ? -ENOTEMPTY : -errno;
-    }
-    closedir(d);
     if (rc == 0 && unlinkat(dfd, KVFS_FANOUT_DIR, AT_REMOVEDIR) != 0 && errno != ENOENT)
         rc = (errno == EEXIST) ? -ENOTEMPTY : -errno;
     return rc;
@@ -401,78 +414,46 @@ static unsigned char entry_type(int dfd, const struct dirent *de) {
     return S_ISREG(st.st_mode) ? DT_REG : S_ISDIR(st.st_mode) ? DT_DIR : DT_UNKNOWN;
 }
 
-static int list_bucket(int fan, const char *bucket, struct kvfs_listing *out) {
-    int bfd = kvfs_open_beneath(fan, bucket, O_RDONLY | O_DIRECTORY, 0);
-    if (bfd < 0)
-        return bfd == -ENOENT || bfd == -EPERM || bfd == -ENOTDIR ? 0 : bfd;
-    DIR *d = fdopendir(bfd);
-    if (!d) {
-        close(bfd);
-        return -errno;
-    }
-    int rc = 0;
-    struct dirent *de;
+struct bucket_ctx {
+    struct kvfs_listing *out;
+    const char *bucket;
+};
+
+static int add_block(void *ctx, int dir, const struct dirent *de) {
+    struct bucket_ctx *c = ctx;
     char want[KVFS_BUCKET_LEN + 1];
-    while (rc == 0 && (errno = 0, de = readdir(d))) {
-        if (!kvfs_name_is_block(de->d_name, NULL))
-            continue;
-        kvfs_block_bucket(de->d_name, want);
-        if (strcmp(want, bucket) != 0 || entry_type(dirfd(d), de) != DT_REG)
-            continue;
-        rc = listing_add(out, de->d_name, DT_REG);
-    }
-    if (rc == 0 && errno)
-        rc = -errno;
-    closedir(d);
-    return rc;
+    if (!kvfs_name_is_block(de->d_name, NULL))
+        return 0;
+    kvfs_block_bucket(de->d_name, want);
+    if (strcmp(want, c->bucket) != 0 || entry_type(dir, de) != DT_REG)
+        return 0;
+    return listing_add(c->out, de->d_name, DT_REG);
 }
 
-static int list_fanout(int dfd, struct kvfs_listing *out) {
-    int fan = kvfs_open_beneath(dfd, KVFS_FANOUT_DIR, O_RDONLY | O_DIRECTORY, 0);
-    if (fan < 0)
-        return fan == -ENOENT || fan == -EPERM || fan == -ENOTDIR ? 0 : fan;
-    DIR *d = fdopendir(fan);
-    if (!d) {
-        close(fan);
-        return -errno;
-    }
-    int rc = 0;
-    struct dirent *de;
-    while (rc == 0 && (errno = 0, de = readdir(d))) {
-        if (kvfs_bucket_is_valid(de->d_name))
-            rc = list_bucket(dirfd(d), de->d_name, out);
-    }
-    if (rc == 0 && errno)
-        rc = -errno;
-    closedir(d);
-    return rc;
+/* A missing, planted or odd bucket is simply not listed. */
+static int skip_unusable(int rc) {
+    return rc == -ENOENT || rc == -EPERM || rc == -ENOTDIR ? 0 : rc;
+}
+
+static int add_bucket(void *ctx, int dir, const struct dirent *de) {
+    if (!kvfs_bucket_is_valid(de->d_name))
+        return 0;
+    struct bucket_ctx c = {ctx, de->d_name};
+    return skip_unusable(kvfs_dir_each(dir, de->d_name, add_block, &c));
+}
+
+static int add_plain(void *ctx, int dir, const struct dirent *de) {
+    if (kvfs_name_is_reserved(de->d_name))
+        return 0;
+    unsigned char type = entry_type(dir, de);
+    return type == DT_REG || type == DT_DIR ? listing_add(ctx, de->d_name, type) : 0;
 }
 
 int kvfs_dir_list(int dfd, struct kvfs_listing *out) {
     memset(out, 0, sizeof(*out));
-    int fd = kvfs_open_beneath(dfd, ".", O_RDONLY | O_DIRECTORY, 0);
-    if (fd < 0)
-        return fd;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return -errno;
-    }
-    int rc = 0;
-    struct dirent *de;
-    while (rc == 0 && (errno = 0, de = readdir(d))) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
-            kvfs_name_is_reserved(de->d_name))
-            continue;
-        unsigned char type = entry_type(dirfd(d), de);
-        if (type == DT_REG || type == DT_DIR)
-            rc = listing_add(out, de->d_name, type);
-    }
-    if (rc == 0 && errno)
-        rc = -errno;
-    closedir(d);
+    int rc = kvfs_dir_each(dfd, ".", add_plain, out);
     if (rc == 0)
-        rc = list_fanout(dfd, out);
+        rc = skip_unusable(kvfs_dir_each(dfd, KVFS_FANOUT_DIR, add_bucket, out));
     if (rc)
         kvfs_listing_free(out);
     return rc;

@@ -75,6 +75,13 @@ int kvfs_entry_mkdir(int dfd, const char *name, mode_t mode);
 /* Removes directory NAME, first clearing empty fan-out buckets inside it. */
 int kvfs_entry_rmdir(int dfd, const char *name);
 
+/* Calls FN for each entry of directory PATH below DFD (but "." and ".."),
+ * with the directory's descriptor; stops at the first non-zero result and
+ * returns it, or a negative errno. */
+struct dirent;
+int kvfs_dir_each(int dfd, const char *path, int (*fn)(void *ctx, int dir, const struct dirent *de),
+                  void *ctx);
+
 /* A directory as seen through the mount: plain entries and bucketed blocks,
  * without kvfs's reserved names and without entries of other types. */
 struct kvfs_dirent {

@@ -2,6 +2,8 @@
 #include "kvfs_config.h"
 #include "kvfs_log.h"
 
+#include "unit_util.h"
+
 #include <check.h>
 #include <stdarg.h>
 #include <string.h>
@@ -132,9 +134,5 @@ int main(void) {
     tcase_add_test(tc, bad_options);
     tcase_add_test(tc, help_and_version);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }

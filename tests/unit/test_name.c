@@ -2,6 +2,8 @@
  * fan-out mapping in both directions. */
 #include "kvfs_name.h"
 
+#include "unit_util.h"
+
 #include <check.h>
 #include <errno.h>
 #include <string.h>
@@ -137,9 +139,5 @@ int main(void) {
     tcase_add_test(tc, path_from_backing);
     tcase_add_test(tc, round_trip);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(s);
 }

@@ -1,26 +1,13 @@
 /* Unit tests for core/kvfs_publish: the state machine, first-writer-wins for
  * blocks, last-writer-wins for other files, O_EXCL, and staging collection. */
 #include "unit_util.h"
+#include "unit_store.h"
 
 #include "kvfs_name.h"
 #include "kvfs_publish.h"
 
 #include <errno.h>
 #include <time.h>
-
-static const char *dir;
-static struct kvfs_store st;
-
-static void setup(void) {
-    char err[256];
-    dir = scratch_dir();
-    ck_assert_int_eq(kvfs_store_open(&st, dir, err, sizeof(err)), 0);
-}
-
-static void teardown(void) {
-    kvfs_store_close(&st);
-    remove_tree(dir);
-}
 
 START_TEST(state_machine) {
     struct kvfs_pub p = {KVFS_PUB_STAGING, 0, false};

@@ -1,26 +1,13 @@
 /* Unit tests for core/kvfs_store: opening a backing store, finding entries
  * in buckets and plain, refusing planted links, listing, rmdir cleanup. */
 #include "unit_util.h"
+#include "unit_store.h"
 
 #include "kvfs_name.h"
 #include "kvfs_store.h"
 
 #include <dirent.h>
 #include <errno.h>
-
-static const char *dir;
-static struct kvfs_store st;
-
-static void setup(void) {
-    char err[256];
-    dir = scratch_dir();
-    ck_assert_int_eq(kvfs_store_open(&st, dir, err, sizeof(err)), 0);
-}
-
-static void teardown(void) {
-    kvfs_store_close(&st);
-    remove_tree(dir);
-}
 
 START_TEST(open_creates_state) {
     struct stat sb;

@@ -226,6 +226,8 @@ def _names(names):
 
 
 class _Base:
+    _h = None
+
     def _check(self, rc, what):
         if rc < 0:
             raise KvfsError(rc, what)
@@ -250,6 +252,17 @@ class _Base:
 
     def __exit__(self, *exc):
         self.close()
+
+    def close(self):
+        if self._h:
+            self._destroy(self._h)
+            self._h = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 class Engine(_Base):
@@ -294,16 +307,9 @@ class Engine(_Base):
     def load(self, names, buffers):
         return self._submit(LOAD, names, buffers)
 
-    def close(self):
-        if self._h:
-            _core().kvfs_engine_destroy(self._h)
-            self._h = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+    @staticmethod
+    def _destroy(h):
+        _core().kvfs_engine_destroy(h)
 
 
 _TORCH_DTYPES = {"torch.float16": "fp16", "torch.bfloat16": "bf16",
@@ -408,13 +414,6 @@ class CudaEngine(_Base):
         """Loads files into GPU blocks. Wait on the job before using the blocks."""
         return self._submit(LOAD, names, block_ids, after_stream)
 
-    def close(self):
-        if self._h:
-            _cudalib().kvfs_cuda_engine_destroy(self._h)
-            self._h = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+    @staticmethod
+    def _destroy(h):
+        _cudalib().kvfs_cuda_engine_destroy(h)
