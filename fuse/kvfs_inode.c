@@ -248,6 +248,13 @@ void kvfs_inode_move(struct kvfs_inode *ino, struct kvfs_inode *parent, const ch
     pthread_mutex_unlock(&lock);
 }
 
+void kvfs_inode_retarget(struct kvfs_inode *ino, struct kvfs_inode *parent, const char *name) {
+    pthread_mutex_lock(&lock);
+    set_parent_locked(ino, parent);
+    set_str(&ino->name, name);
+    pthread_mutex_unlock(&lock);
+}
+
 void kvfs_inode_move_key(dev_t dev, ino_t ino, struct kvfs_inode *parent, const char *name) {
     pthread_mutex_lock(&lock);
     struct kvfs_inode *p = find_locked(dev, ino);

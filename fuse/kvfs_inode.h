@@ -78,6 +78,9 @@ bool kvfs_inode_location(struct kvfs_inode *ino, struct kvfs_inode **parent, cha
 /* Records that a file now lives at PARENT/NAME (after publication or rename)
  * and is no longer a staging file. */
 void kvfs_inode_move(struct kvfs_inode *ino, struct kvfs_inode *parent, const char *name);
+/* Records that an unpublished file will be published at PARENT/NAME (it stays
+ * a staging file). */
+void kvfs_inode_retarget(struct kvfs_inode *ino, struct kvfs_inode *parent, const char *name);
 /* kvfs_inode_move for whichever inode (if any) holds the backing file (DEV, INO). */
 void kvfs_inode_move_key(dev_t dev, ino_t ino, struct kvfs_inode *parent, const char *name);
 

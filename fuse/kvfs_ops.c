@@ -59,6 +59,11 @@ struct kvfs_handle {
     bool watch_after;      /* published by a passthrough writer: check at release */
     uint64_t created;      /* when staging began (monotonic ns) */
     pid_t opener;          /* thread that created it, 0 if unknown */
+    /* The registry of files being written (see writer_find_pin). */
+    struct kvfs_handle *wnext;
+    uint64_t wparent; /* node id of parent when registered */
+    bool registered;
+    int pins;
     /* H_CTL */
     char *buf;
     size_t len;
@@ -86,7 +91,10 @@ static struct kvfs_handle *handle_new(enum handle_kind kind, struct kvfs_inode *
     return h;
 }
 
+static void writer_remove(struct kvfs_handle *h);
+
 static void handle_free(struct kvfs_handle *h) {
+    writer_remove(h);
     if (h->backing)
         kvfs_pt_release(h->ino);
     if (h->fd >= 0)
@@ -130,6 +138,103 @@ static void miss_record(uint64_t parent, const char *name) {
 
 static bool miss_since(uint64_t parent, const char *name, uint64_t since) {
     return atomic_load_explicit(&miss_ns[miss_slot(parent, name)], memory_order_relaxed) >= since;
+}
+
+/* Files being written, by name. A file is invisible to every lookup until it
+ * is published, except to the thread that created it: that one may stat it,
+ * reopen it, or rename it before closing it, as the llm-d fs backend does
+ * (each of its tasks renames its temp file while the stream is still open).
+ * Such a rename only changes the name the file will be published under.
+ * Other threads of the same process see nothing, like other processes: an
+ * I/O pool may load a block on one thread while it stores it on another. A
+ * thread is recognised by the id the kernel reports, so a writer the daemon
+ * cannot see (pid 0, another pid namespace) does not get this. Handles are
+ * pinned while another request uses them; release waits for the pins. */
+#define WRITER_SLOTS 4096
+static pthread_mutex_t writers_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t writers_unpinned = PTHREAD_COND_INITIALIZER;
+static struct kvfs_handle *writers[WRITER_SLOTS];
+
+static size_t writer_slot(uint64_t parent, const char *name) {
+    return miss_slot(parent, name) % WRITER_SLOTS;
+}
+
+static void writer_add_locked(struct kvfs_handle *h, uint64_t parent) {
+    size_t s = writer_slot(parent, h->name);
+    h->wparent = parent;
+    h->wnext = writers[s];
+    writers[s] = h;
+    h->registered = true;
+}
+
+static void writer_unlink_locked(struct kvfs_handle *h) {
+    if (!h->registered)
+        return;
+    struct kvfs_handle **pp = &writers[writer_slot(h->wparent, h->name)];
+    while (*pp && *pp != h)
+        pp = &(*pp)->wnext;
+    if (*pp)
+        *pp = h->wnext;
+    h->registered = false;
+}
+
+static void writer_add(struct kvfs_handle *h) {
+    pthread_mutex_lock(&writers_lock);
+    writer_add_locked(h, kvfs_inode_nodeid(h->parent));
+    pthread_mutex_unlock(&writers_lock);
+}
+
+/* Unregisters H: lookups no longer find it (requests that pinned it may
+ * still be using it). */
+static void writer_unregister(struct kvfs_handle *h) {
+    pthread_mutex_lock(&writers_lock);
+    writer_unlink_locked(h);
+    pthread_mutex_unlock(&writers_lock);
+}
+
+/* Unregisters H and waits until no request uses it. */
+static void writer_remove(struct kvfs_handle *h) {
+    pthread_mutex_lock(&writers_lock);
+    writer_unlink_locked(h);
+    while (h->pins > 0)
+        pthread_cond_wait(&writers_unpinned, &writers_lock);
+    pthread_mutex_unlock(&writers_lock);
+}
+
+/* The unpublished file NAME of directory PARENT that process PID is writing,
+ * pinned (writer_unpin when done), or NULL. */
+static struct kvfs_handle *writer_find_pin(uint64_t parent, const char *name, pid_t pid) {
+    if (pid == 0)
+        return NULL;
+    struct kvfs_handle *found = NULL;
+    pthread_mutex_lock(&writers_lock);
+    for (struct kvfs_handle *h = writers[writer_slot(parent, name)]; h; h = h->wnext)
+        if (h->wparent == parent && strcmp(h->name, name) == 0 && h->opener == pid) {
+            found = h;
+            h->pins++;
+            break;
+        }
+    pthread_mutex_unlock(&writers_lock);
+    return found;
+}
+
+/* True if some process is writing NAME in PARENT: a miss must then not be
+ * cached, or the kernel would hide the file from its writer too (the dentry
+ * cache is shared by all processes). */
+static bool writer_exists(uint64_t parent, const char *name) {
+    bool found = false;
+    pthread_mutex_lock(&writers_lock);
+    for (struct kvfs_handle *h = writers[writer_slot(parent, name)]; h && !found; h = h->wnext)
+        found = h->wparent == parent && strcmp(h->name, name) == 0;
+    pthread_mutex_unlock(&writers_lock);
+    return found;
+}
+
+static void writer_unpin(struct kvfs_handle *h) {
+    pthread_mutex_lock(&writers_lock);
+    if (--h->pins == 0)
+        pthread_cond_broadcast(&writers_unpinned);
+    pthread_mutex_unlock(&writers_lock);
 }
 
 /* Replies with an error, counting it as a refusal of bad input or as a
@@ -296,6 +401,22 @@ static void op_init(void *userdata, struct fuse_conn_info *conn) {
 
 /* ---- names ---- */
 
+/* The entry of an unpublished file for the process writing it: never cached
+ * by the kernel, so that every other process asks again and misses. */
+static int lookup_own(struct kvfs_handle *w, struct kvfs_inode *p, const char *name,
+                      struct fuse_entry_param *e) {
+    memset(e, 0, sizeof(*e));
+    if (fstat(w->fd, &e->attr) != 0)
+        return -errno;
+    struct kvfs_inode *ino = kvfs_inode_lookup(e->attr.st_dev, e->attr.st_ino, KVFS_INODE_FILE, -1,
+                                               p, name, w->stage.sname);
+    if (!ino)
+        return -ENOMEM;
+    e->ino = kvfs_inode_nodeid(ino);
+    e->generation = 1;
+    return 0;
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
     struct kvfs_inode *p = kvfs_inode_get(parent);
     struct fuse_entry_param e;
@@ -318,11 +439,21 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
         reply_err(req, ENAMETOOLONG);
         return;
     }
+    struct kvfs_handle *w = writer_find_pin(parent, name, fuse_req_ctx(req)->pid);
+    if (w) {
+        int wrc = lookup_own(w, p, name, &e);
+        writer_unpin(w);
+        if (wrc == 0) {
+            if (fuse_reply_entry(req, &e) != 0)
+                kvfs_inode_forget(kvfs_inode_get(e.ino), 1);
+            return;
+        }
+    }
     int rc = kvfs_name_is_reserved(name) ? -ENOENT : do_lookup(p, name, &e);
     if (rc == -ENOENT) {
         kvfs_stat_inc(&kvfs_d.stats, lookup_misses);
         memset(&e, 0, sizeof(e));
-        e.entry_timeout = kvfs_d.cfg.negative_timeout;
+        e.entry_timeout = writer_exists(parent, name) ? 0 : kvfs_d.cfg.negative_timeout;
         miss_record(parent, name);
         fuse_reply_entry(req, &e);
         return;
@@ -555,6 +686,38 @@ static int rename_file(struct kvfs_inode *p, const char *name, enum kvfs_where w
     return rc;
 }
 
+/* Renames the unpublished file of W to NP/NEWNAME: it will be published under
+ * that name. Returns 1 if W was published meanwhile (rename it normally). */
+static int rename_own(struct kvfs_handle *w, struct kvfs_inode *np, const char *newname,
+                      unsigned flags) {
+    struct stat dst;
+    enum kvfs_where where;
+    int found = kvfs_entry_stat(np->fd, newname, &dst, &where);
+    if (found == 0 && S_ISDIR(dst.st_mode))
+        return -EISDIR;
+    if (found == 0 && (flags & RENAME_NOREPLACE))
+        return -EEXIST;
+    pthread_rwlock_wrlock(&w->rw);
+    pthread_mutex_lock(&w->lock);
+    int rc = 1;
+    if (w->pub.state == KVFS_PUB_STAGING) {
+        kvfs_inode_ref(np);
+        kvfs_inode_unref(w->parent);
+        pthread_mutex_lock(&writers_lock);
+        writer_unlink_locked(w);
+        w->parent = np;
+        snprintf(w->name, sizeof(w->name), "%s", newname);
+        writer_add_locked(w, kvfs_inode_nodeid(np));
+        pthread_mutex_unlock(&writers_lock);
+        w->exclusive = (flags & RENAME_NOREPLACE) != 0;
+        kvfs_inode_retarget(w->ino, np, newname);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&w->lock);
+    pthread_rwlock_unlock(&w->rw);
+    return rc;
+}
+
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
                       const char *newname, unsigned int flags) {
     struct kvfs_inode *p = kvfs_inode_get(parent);
@@ -564,6 +727,18 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
         rc = check_new_name(np, newname);
     if (!rc && (flags & ~(unsigned)RENAME_NOREPLACE))
         rc = -EINVAL; /* RENAME_EXCHANGE/WHITEOUT have no atomic equivalent on shared storage */
+    if (!rc) {
+        struct kvfs_handle *w = writer_find_pin(parent, name, fuse_req_ctx(req)->pid);
+        int own = w ? rename_own(w, np, newname, flags) : 1;
+        if (w)
+            writer_unpin(w);
+        if (own <= 0) {
+            if (own == 0)
+                kvfs_stat_inc(&kvfs_d.stats, renames);
+            reply_err(req, own);
+            return;
+        }
+    }
     struct stat src;
     enum kvfs_where where;
     if (!rc)
@@ -668,6 +843,7 @@ static void check_unchanged_after_publish(struct kvfs_handle *h) {
 }
 
 static int publish_handle(struct kvfs_handle *h, const char *why) {
+    writer_unregister(h); /* from now on its name resolves in the backing store */
     bool pt_writer = h->backing && h->own_inode;
     int rc = pt_writer ? check_passthrough_write(h) : 0;
     if (rc)
@@ -771,6 +947,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     h->ino = ino;
     h->own_inode = true;
     kvfs_inode_ref(ino);
+    writer_add(h);
     e.ino = kvfs_inode_nodeid(ino);
     e.generation = 1;
     e.entry_timeout = 0; /* invisible to every other lookup until published */

@@ -341,3 +341,39 @@ def test_durable_option(mount_factory, backing):
     name = block_name(3)
     (m.mnt / name).write_bytes(block_data(name, 65536))
     assert bucket_path(backing, "", name).read_bytes() == block_data(name, 65536)
+
+
+def test_writer_sees_and_renames_its_file_before_close(kvfs):
+    """The llm-d fs backend renames its temp file while its stream is still
+    open. The writing process sees its own unpublished file and may rename it;
+    the file is published under the new name at close, and no other process
+    sees either name before that."""
+    d = kvfs.mnt / "ns"
+    d.mkdir()
+    name = block_name(21)
+    data = block_data(name, 1 << 20)
+    tmp = d / (name + "_4242.tmp")
+    f = open(tmp, "wb", buffering=0)
+    try:
+        f.write(data[: len(data) // 2])
+        assert os.path.exists(tmp)  # this process sees its own file
+        assert os.stat(tmp).st_size == len(data) // 2
+        assert not stat_from_other_process(tmp)
+        other = subprocess.run([sys.executable, "-c",
+                                f"import os; os.rename({str(tmp)!r}, {str(d / 'x')!r})"],
+                               capture_output=True, text=True)
+        assert other.returncode != 0 and "FileNotFoundError" in other.stderr
+        f.write(data[len(data) // 2:])
+        os.rename(tmp, d / name)  # stream still open
+        assert not os.path.exists(tmp)
+        assert os.path.exists(d / name)
+        assert not stat_from_other_process(d / name)
+        assert os.listdir(d) == []
+        assert not bucket_path(kvfs.backing, "ns", name).exists()
+    finally:
+        f.close()
+    assert stat_from_other_process(d / name)
+    assert (d / name).read_bytes() == data
+    assert bucket_path(kvfs.backing, "ns", name).read_bytes() == data
+    assert os.listdir(d) == [name]
+    assert staging_files(kvfs.backing) == []
