@@ -97,7 +97,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     kvfs_config_finish(cfg, geteuid());
-    kvfs_log_set_level((enum kvfs_log_level)cfg->log_level);
+    /* -d traces requests through libfuse's debug log, which goes to ours. */
+    kvfs_log_set_level(cfg->fuse_debug ? KVFS_LOG_DEBUG : (enum kvfs_log_level)cfg->log_level);
     fuse_set_log_func(fuse_log_bridge);
     kvfs_d.is_root = geteuid() == 0;
 

@@ -951,7 +951,10 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     e.ino = kvfs_inode_nodeid(ino);
     e.generation = 1;
     e.entry_timeout = 0; /* invisible to every other lookup until published */
-    e.attr_timeout = 0;
+    /* Only the writer holds this inode (any other process must look the name
+     * up and misses), so caching its attributes is safe, and it saves the
+     * GETATTR round trip the kernel makes before the first write. */
+    e.attr_timeout = kvfs_d.cfg.meta_timeout;
     fi->fh = (uint64_t)(uintptr_t)h;
     setup_data_path(fi, h, kvfs_pt_for_writes());
     kvfs_stat_inc(&kvfs_d.stats, creates);
