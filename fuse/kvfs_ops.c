@@ -1071,8 +1071,45 @@ static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
     }
 }
 
-static __thread char *read_buf;
-static __thread size_t read_cap;
+/* Each worker thread reuses one read buffer. libfuse ends idle workers, so the
+ * buffer is freed by a thread-exit destructor rather than left behind. */
+struct read_buf {
+    char *p;
+    size_t cap;
+};
+static pthread_key_t read_key;
+static pthread_once_t read_key_once = PTHREAD_ONCE_INIT;
+
+static void read_buf_free(void *v) {
+    struct read_buf *b = v;
+    free(b->p);
+    free(b);
+}
+
+static void read_key_init(void) {
+    pthread_key_create(&read_key, read_buf_free);
+}
+
+/* This thread's buffer of at least SIZE bytes, or NULL. */
+static char *thread_read_buf(size_t size) {
+    pthread_once(&read_key_once, read_key_init);
+    struct read_buf *b = pthread_getspecific(read_key);
+    if (!b) {
+        b = calloc(1, sizeof(*b));
+        if (!b || pthread_setspecific(read_key, b) != 0) {
+            free(b);
+            return NULL;
+        }
+    }
+    if (b->cap < size) {
+        char *p = realloc(b->p, size);
+        if (!p)
+            return NULL;
+        b->p = p;
+        b->cap = size;
+    }
+    return b->p;
+}
 
 static void op_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off,
                     struct fuse_file_info *fi) {
@@ -1084,14 +1121,10 @@ static void op_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off,
         fuse_reply_buf(req, h->buf + start, n);
         return;
     }
-    if (read_cap < size) {
-        char *b = realloc(read_buf, size);
-        if (!b) {
-            reply_err(req, ENOMEM);
-            return;
-        }
-        read_buf = b;
-        read_cap = size;
+    char *read_buf = thread_read_buf(size);
+    if (!read_buf) {
+        reply_err(req, ENOMEM);
+        return;
     }
     ssize_t n = pread(h->fd, read_buf, size, off);
     if (n < 0) {
