@@ -162,6 +162,20 @@ def mount_factory(kvfs_bin, tmp_path):
         m.stop()
     for m in mounts:
         assert not is_mounted(m.mnt), f"{m.mnt} still mounted"
+    check_sanitizer_reports(mounts)
+
+
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def check_sanitizer_reports(mounts):
+    """A daemon built with sanitizers (-DKVFS_SANITIZE=ON) prints its reports
+    to its log; any report fails the test that ran it."""
+    for m in mounts:
+        log = m.log()
+        for mark in SANITIZER_MARKS:
+            if mark in log:
+                pytest.fail(f"sanitizer report from the kvfs daemon of {m.mnt}:\n{log[-4000:]}")
 
 
 @pytest.fixture
