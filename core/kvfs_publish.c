@@ -47,6 +47,12 @@ void kvfs_stage_discard(struct kvfs_store *st, struct kvfs_stage *sg) {
     sg->sname[0] = '\0';
 }
 
+void kvfs_stage_abandon(struct kvfs_store *st, struct kvfs_stage *sg) {
+    kvfs_stage_discard(st, sg);
+    if (sg->fd >= 0 && ftruncate(sg->fd, 0) != 0)
+        kvfs_warn("cannot free a failed staging file's space: %s", strerror(errno));
+}
+
 int kvfs_stage_publish(struct kvfs_store *st, struct kvfs_stage *sg, int dfd, const char *name,
                        bool exclusive, bool durable) {
     bool block = kvfs_name_is_block(name, NULL);
@@ -79,7 +85,10 @@ int kvfs_stage_publish(struct kvfs_store *st, struct kvfs_stage *sg, int dfd, co
         if (pfd != dfd)
             close(pfd);
     }
-    kvfs_stage_discard(st, sg);
+    if (rc < 0)
+        kvfs_stage_abandon(st, sg);
+    else
+        kvfs_stage_discard(st, sg);
     return rc;
 }
 

@@ -52,6 +52,10 @@ int kvfs_stage_publish(struct kvfs_store *st, struct kvfs_stage *sg, int dfd, co
 
 /* Removes the staging file (the descriptor stays open). */
 void kvfs_stage_discard(struct kvfs_store *st, struct kvfs_stage *sg);
+/* Removes a failed staging file and frees its space at once, though the
+ * writer (and, with passthrough, the kernel) still has it open: a writer that
+ * hit ENOSPC gets its room back before its close() returns. */
+void kvfs_stage_abandon(struct kvfs_store *st, struct kvfs_stage *sg);
 
 /* Removes staging files not modified for MAX_AGE seconds before NOW; adds
  * the number removed to *REMOVED. Files of writers on other nodes that are

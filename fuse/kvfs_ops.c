@@ -847,7 +847,7 @@ static int publish_handle(struct kvfs_handle *h, const char *why) {
     bool pt_writer = h->backing && h->own_inode;
     int rc = pt_writer ? check_passthrough_write(h) : 0;
     if (rc)
-        kvfs_stage_discard(&kvfs_d.store, &h->stage);
+        kvfs_stage_abandon(&kvfs_d.store, &h->stage);
     else
         rc = kvfs_stage_publish(&kvfs_d.store, &h->stage, h->parent->fd, h->name, h->exclusive,
                                 kvfs_d.cfg.durable);
@@ -1167,7 +1167,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t nodeid, struct fuse_bufvec *
         pthread_mutex_lock(&h->lock);
         kvfs_pub_fail(&h->pub, (int)n);
         pthread_mutex_unlock(&h->lock);
-        kvfs_stage_discard(&kvfs_d.store, &h->stage);
+        kvfs_stage_abandon(&kvfs_d.store, &h->stage);
         pthread_rwlock_unlock(&h->rw);
         kvfs_warn("write to '%s' failed: %s; it will not be published", h->name, strerror((int)-n));
         reply_err(req, (int)n);
