@@ -21,24 +21,31 @@ void kvfs_lease_init(struct kvfs_lease *l, int dir_fd, const char *self, int64_t
     l->skew_ms = skew_ms;
 }
 
+int kvfs_lease_parse(const char *buf, size_t len, char *holder, size_t holder_len,
+                     int64_t *expires) {
+    char text[256], who[128];
+    size_t n = len < sizeof(text) - 1 ? len : sizeof(text) - 1;
+    memcpy(text, buf, n);
+    text[n] = '\0';
+    int64_t exp;
+    if (sscanf(text, "holder %127s\nexpires %" SCNd64, who, &exp) != 2)
+        return -EINVAL;
+    snprintf(holder, holder_len, "%s", who);
+    *expires = exp;
+    return 0;
+}
+
 int kvfs_lease_read(int dir_fd, char *holder, size_t holder_len, int64_t *expires) {
     int fd = openat(dir_fd, KVFS_LEASE_FILE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return -errno;
     char buf[256];
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    ssize_t n = read(fd, buf, sizeof(buf));
     int e = errno;
     close(fd);
     if (n < 0)
         return -e;
-    buf[n] = '\0';
-    char who[128];
-    int64_t exp;
-    if (sscanf(buf, "holder %127s\nexpires %" SCNd64, who, &exp) != 2)
-        return -EINVAL;
-    snprintf(holder, holder_len, "%s", who);
-    *expires = exp;
-    return 0;
+    return kvfs_lease_parse(buf, (size_t)n, holder, holder_len, expires);
 }
 
 /* Writes a lease naming us, expiring at EXPIRES, to a private temp file. */

@@ -42,6 +42,10 @@ struct kvfs_lease {
 void kvfs_lease_init(struct kvfs_lease *l, int dir_fd, const char *self, int64_t ttl_ms,
                      int64_t skew_ms);
 
+/* Parses lease file contents (LEN bytes, not NUL-terminated). */
+int kvfs_lease_parse(const char *buf, size_t len, char *holder, size_t holder_len,
+                     int64_t *expires);
+
 /* Reads the lease file: 0 with its holder and expiry, -ENOENT if there is
  * none, -EINVAL if it is malformed (treated as expired by kvfs_lease_take). */
 int kvfs_lease_read(int dir_fd, char *holder, size_t holder_len, int64_t *expires);

@@ -6,7 +6,7 @@ apt-get update
 apt-get install -y --no-install-recommends \
   build-essential cmake pkg-config ca-certificates \
   libfuse3-dev fuse3 libxxhash-dev libnuma-dev check \
-  python3 util-linux procps
+  python3 util-linux procps valgrind clang libclang-rt-14-dev
 if ! python3 -c 'import pytest' 2>/dev/null; then
   # A pip-managed Python takes pytest from PyPI; Debian's own Python is
   # externally managed, so it gets Debian's package instead.

@@ -22,3 +22,28 @@ if [ "${KVFS_SANITIZE_STAGE:-1}" != 0 ]; then
   export LSAN_OPTIONS=suppressions=$PWD/tests/sanitizer.supp
   (cd "$BUILD-sanitize" && ctest --output-on-failure "$@")
 fi
+
+# Fuzzing: every parser of outside input for KVFS_FUZZ_SECONDS (30) each,
+# starting from the corpus kept in tests/fuzz/corpus (new inputs go to a
+# scratch directory). A crash fails the run; keep the crashing input in the
+# corpus as a regression test. KVFS_FUZZ_SECONDS=0 skips it.
+FUZZ_SECONDS=${KVFS_FUZZ_SECONDS:-30}
+if [ "$FUZZ_SECONDS" != 0 ]; then
+  CC=clang cmake -S . -B "$BUILD-fuzz" -DCMAKE_BUILD_TYPE=Debug -DKVFS_FUZZ=ON
+  cmake --build "$BUILD-fuzz" -j"$(nproc)" --target fuzz_name fuzz_options fuzz_lease fuzz_header
+  scratch=$(mktemp -d)
+  trap 'rm -rf "$scratch"' EXIT
+  for t in name options lease header; do
+    mkdir -p "$scratch/$t"
+    rc=0
+    "$BUILD-fuzz/bin/fuzz_$t" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 \
+      -artifact_prefix="$scratch/" "$scratch/$t" "tests/fuzz/corpus/$t" > "$scratch/$t.log" 2>&1 || rc=$?
+    grep -E 'stat::number_of_executed_units' "$scratch/$t.log" | sed "s/^/fuzz_$t /" || true
+    if [ "$rc" != 0 ]; then
+      tail -60 "$scratch/$t.log"
+      echo "fuzz_$t found a crash: $(ls "$scratch"/crash-* "$scratch"/leak-* 2>/dev/null)"
+      exit 1
+    fi
+  done
+  echo "fuzzing: 4 targets, ${FUZZ_SECONDS}s each, no crash"
+fi
