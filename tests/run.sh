@@ -9,7 +9,8 @@ fi
 BUILD=${KVFS_BUILD_DIR:-build}
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cmake --build "$BUILD" -j"$(nproc)"
-(cd "$BUILD" && ctest --output-on-failure "$@")
+SUMMARY=$(mktemp)
+(cd "$BUILD" && ctest --output-on-failure "$@") | tee -a "$SUMMARY"
 
 # The same suite once more built with AddressSanitizer and UBSan, the daemon
 # included while it serves the integration tests; any report fails a test.
@@ -20,7 +21,7 @@ if [ "${KVFS_SANITIZE_STAGE:-1}" != 0 ]; then
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   export LSAN_OPTIONS=suppressions=$PWD/tests/sanitizer.supp
-  (cd "$BUILD-sanitize" && ctest --output-on-failure "$@")
+  (cd "$BUILD-sanitize" && ctest --output-on-failure "$@") | tee -a "$SUMMARY"
 fi
 
 # Fuzzing: every parser of outside input for KVFS_FUZZ_SECONDS (30) each,
@@ -47,3 +48,8 @@ if [ "$FUZZ_SECONDS" != 0 ]; then
   done
   echo "fuzzing: 4 targets, ${FUZZ_SECONDS}s each, no crash"
 fi
+
+# One closing line for all the ctest runs above.
+awk '/tests passed, [0-9]+ tests failed out of/ { failed += $4; total += $NF }
+     END { printf "kvfs: %d passed, %d failed\n", total - failed, failed }' "$SUMMARY"
+rm -f "$SUMMARY"
