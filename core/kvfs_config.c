@@ -20,6 +20,11 @@ void kvfs_config_defaults(struct kvfs_config *cfg) {
     cfg->threads = 16;
     cfg->log_level = KVFS_LOG_INFO;
     cfg->staging_grace = 3600;
+    cfg->evict_high = 95;
+    cfg->evict_low = 85;
+    cfg->lease_ttl = 30;
+    cfg->atime_interval = 60;
+    cfg->rescan_interval = 300;
     cfg->allow_other = -1;
     cfg->default_permissions = -1;
 }
@@ -100,6 +105,47 @@ static int add_fuse_opt(struct kvfs_config *cfg, const char *opt, char *err, siz
     return 0;
 }
 
+int kvfs_config_parse_size(const char *s, uint64_t *out) {
+    char *end;
+    if (!*s || *s == '-')
+        return -1;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return -1;
+    int shift = 0;
+    switch (*end) {
+    case 'K':
+    case 'k':
+        shift = 10;
+        end++;
+        break;
+    case 'M':
+    case 'm':
+        shift = 20;
+        end++;
+        break;
+    case 'G':
+    case 'g':
+        shift = 30;
+        end++;
+        break;
+    case 'T':
+    case 't':
+        shift = 40;
+        end++;
+        break;
+    default:
+        break;
+    }
+    if (*end == 'i' || *end == 'B') /* KiB, KB */
+        end += (*end == 'i' && end[1] == 'B') ? 2 : 1;
+    if (*end || v == 0 || (shift && v > (UINT64_MAX >> shift)))
+        return -1;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
 int kvfs_config_apply_option(struct kvfs_config *cfg, const char *opt, char *err, size_t errlen) {
     const char *eq = strchr(opt, '=');
     size_t nlen = eq ? (size_t)(eq - opt) : strlen(opt);
@@ -142,6 +188,38 @@ int kvfs_config_apply_option(struct kvfs_config *cfg, const char *opt, char *err
 
     if (strcmp(name, "threads") == 0)
         return parse_uint(name, val, 1, 1024, &cfg->threads, err, errlen);
+    struct {
+        const char *name;
+        unsigned *field;
+        unsigned lo, hi;
+    } uints[] = {{"evict_high", &cfg->evict_high, 1, 100},
+                 {"evict_low", &cfg->evict_low, 0, 99},
+                 {"evict_lease_ttl", &cfg->lease_ttl, 2, 3600},
+                 {"atime_interval", &cfg->atime_interval, 0, 86400},
+                 {"rescan_interval", &cfg->rescan_interval, 1, 86400}};
+    for (size_t i = 0; i < sizeof(uints) / sizeof(uints[0]); i++)
+        if (strcmp(name, uints[i].name) == 0)
+            return parse_uint(name, val, uints[i].lo, uints[i].hi, uints[i].field, err, errlen);
+    if (strcmp(name, "capacity") == 0) {
+        size_t vlen = val ? strlen(val) : 0;
+        if (vlen > 1 && val[vlen - 1] == '%') {
+            char *end;
+            errno = 0;
+            double pct = strtod(val, &end);
+            if (errno || end != val + vlen - 1 || !(pct > 0 && pct <= 100))
+                return fail(err, errlen, "option 'capacity': '%s' is not a percentage in (0, 100]",
+                            val);
+            cfg->capacity_pct = pct;
+            cfg->capacity_bytes = 0;
+            return 0;
+        }
+        if (!val || kvfs_config_parse_size(val, &cfg->capacity_bytes) != 0)
+            return fail(err, errlen,
+                        "option 'capacity': '%s' is not a size (bytes, K, M, G, T) or a percentage",
+                        val ? val : "");
+        cfg->capacity_pct = 0;
+        return 0;
+    }
     if (strcmp(name, "staging_grace") == 0)
         return parse_uint(name, val, 1, 365u * 86400u, &cfg->staging_grace, err, errlen);
     if (strcmp(name, "log_level") == 0) {
@@ -256,6 +334,9 @@ int kvfs_config_parse(struct kvfs_config *cfg, int argc, char **argv, char *err,
         return fail(err, errlen,
                     "missing %s (usage: kvfs [-f] [-o opt,...] BACKING_DIR MOUNTPOINT)",
                     npos == 0 ? "BACKING_DIR and MOUNTPOINT" : "MOUNTPOINT");
+    if (cfg->evict_low >= cfg->evict_high)
+        return fail(err, errlen, "evict_low (%u%%) must be below evict_high (%u%%)", cfg->evict_low,
+                    cfg->evict_high);
     cfg->backing = pos[0];
     cfg->mountpoint = pos[1];
     return 0;
@@ -295,6 +376,14 @@ void kvfs_config_usage(const char *prog, void *stream) {
             "  passthrough=MODE       auto: kernel passthrough for reads and writes when the\n"
             "                         kernel and privileges allow; reads: passthrough for\n"
             "                         reads only; off: all data through the daemon (auto)\n"
+            "  capacity=SIZE|PCT%%     keep the blocks under SIZE (K/M/G/T) or PCT%% of the\n"
+            "                         backing filesystem, evicting the least recently used\n"
+            "                         (none by default: nothing is ever evicted)\n"
+            "  evict_high=PCT         start evicting above PCT%% of the capacity (95)\n"
+            "  evict_low=PCT          evict until usage is under PCT%% of it (85)\n"
+            "  evict_lease_ttl=SEC    lifetime of the lease that lets one node evict (30)\n"
+            "  atime_interval=SEC     record a block's access at most once per SEC (60)\n"
+            "  rescan_interval=SEC    rescan the backing store for other nodes' blocks (300)\n"
             "  durable                fdatasync each file before publishing it (needed on\n"
             "                         NFS for other nodes to see data with the name)\n"
             "  staging_grace=SEC      age after which an unpublished staging file left by a\n"

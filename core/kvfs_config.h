@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* How file data moves (see fuse/kvfs_passthrough.c). */
 enum kvfs_pt_policy {
@@ -36,15 +37,27 @@ struct kvfs_config {
     int log_level;           /* enum kvfs_log_level */
     bool durable;            /* fdatasync a file before publishing it */
     unsigned staging_grace;  /* s: age after which a staging file is debris */
-    int allow_other;         /* 1 on, 0 off, -1 default (on as root) */
-    int default_permissions; /* 1 on, 0 off, -1 default (on as root) */
-    int passthrough;         /* enum kvfs_pt_policy */
+    /* Capacity and eviction (0 capacity: nothing is ever evicted). */
+    uint64_t capacity_bytes;  /* capacity=SIZE */
+    double capacity_pct;      /* capacity=PCT%: of the backing filesystem's size */
+    unsigned evict_high;      /* % of capacity that starts eviction */
+    unsigned evict_low;       /* % of capacity eviction brings usage under */
+    unsigned lease_ttl;       /* s: the eviction lease's lifetime (renewed at a third) */
+    unsigned atime_interval;  /* s: at most one recorded access per block per interval */
+    unsigned rescan_interval; /* s: between scans of the backing store */
+    int allow_other;          /* 1 on, 0 off, -1 default (on as root) */
+    int default_permissions;  /* 1 on, 0 off, -1 default (on as root) */
+    int passthrough;          /* enum kvfs_pt_policy */
 
     char fuse_opts[1024]; /* generic mount options forwarded to libfuse */
 };
 
 /* Fills CFG with defaults. */
 void kvfs_config_defaults(struct kvfs_config *cfg);
+
+/* Parses a size: bytes with an optional K, M, G or T suffix (powers of 1024).
+ * Returns 0, or -1 if it is malformed or zero. */
+int kvfs_config_parse_size(const char *s, uint64_t *out);
 
 /* Parses ARGV. Returns 0, or -1 with a one-line message in ERR. */
 int kvfs_config_parse(struct kvfs_config *cfg, int argc, char **argv, char *err, size_t errlen);

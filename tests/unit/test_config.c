@@ -116,6 +116,36 @@ START_TEST(bad_options) {
 }
 END_TEST
 
+START_TEST(capacity_options) {
+    struct kvfs_config c;
+    char err[256];
+    ck_assert_int_eq(parse(&c, err, 5, "-o", "capacity=10G,evict_high=90,evict_low=70", "/b", "/m"),
+                     0);
+    ck_assert_uint_eq(c.capacity_bytes, 10ull << 30);
+    ck_assert_uint_eq(c.evict_high, 90);
+    ck_assert_uint_eq(c.evict_low, 70);
+    ck_assert_int_eq(parse(&c, err, 5, "-o", "capacity=80%", "/b", "/m"), 0);
+    ck_assert(c.capacity_pct == 80.0 && c.capacity_bytes == 0);
+    ck_assert_int_eq(parse(&c, err, 5, "-o", "capacity=1048576", "/b", "/m"), 0);
+    ck_assert_uint_eq(c.capacity_bytes, 1048576);
+    ck_assert_int_eq(parse(&c, err, 5, "-o", "capacity=512KiB", "/b", "/m"), 0);
+    ck_assert_uint_eq(c.capacity_bytes, 512 * 1024);
+    ck_assert_int_eq(parse(&c, err, 3, "/b", "/m"), 0);
+    ck_assert(c.capacity_bytes == 0 && c.capacity_pct == 0); /* no eviction by default */
+    ck_assert_uint_eq(c.evict_high, 95);
+    ck_assert_uint_eq(c.evict_low, 85);
+    const char *bad[] = {"capacity=",    "capacity=0",     "capacity=-5G",  "capacity=12X",
+                         "capacity=0%",  "capacity=101%",  "capacity=abc%", "capacity=99999999999T",
+                         "evict_high=0", "evict_high=101", "evict_low=100"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert_int_eq(parse(&c, err, 5, "-o", bad[i], "/b", "/m"), -1);
+        ck_assert_msg(err[0] != '\0', "%s", bad[i]);
+    }
+    ck_assert_int_eq(parse(&c, err, 5, "-o", "evict_high=80,evict_low=80", "/b", "/m"), -1);
+    ck_assert(strstr(err, "must be below"));
+}
+END_TEST
+
 START_TEST(help_and_version) {
     struct kvfs_config c;
     char err[256];
@@ -132,6 +162,7 @@ int main(void) {
     tcase_add_test(tc, defaults);
     tcase_add_test(tc, good_options);
     tcase_add_test(tc, bad_options);
+    tcase_add_test(tc, capacity_options);
     tcase_add_test(tc, help_and_version);
     suite_add_tcase(s, tc);
     return run_suite(s);
