@@ -393,6 +393,30 @@ static void unpack(const struct kvfs_index *ix, const struct entry *e, char *out
     }
 }
 
+int kvfs_index_merge_live(struct kvfs_index *into, const struct kvfs_index *from) {
+    if (!from)
+        return 0;
+    char name[160];
+    for (size_t k = 0; k < from->n; k++) {
+        const struct entry *e = &from->ents[k];
+        int64_t d = kvfs_index_dir(into, from->dirs[e->dir]);
+        if (d < 0)
+            return (int)d;
+        unpack(from, e, name);
+        struct kvfs_index_info in;
+        if (kvfs_index_get(into, (uint32_t)d, name, &in)) {
+            kvfs_index_touch(into, (uint32_t)d, name, e->atime);
+            kvfs_index_open(into, (uint32_t)d, name, (int)e->open);
+        } else if (e->open > 0) {
+            int rc = kvfs_index_put(into, (uint32_t)d, name, e->size, e->atime);
+            if (rc)
+                return rc;
+            kvfs_index_open(into, (uint32_t)d, name, (int)e->open);
+        }
+    }
+    return 0;
+}
+
 struct cand {
     uint32_t atime;
     uint32_t idx;

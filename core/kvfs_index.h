@@ -43,6 +43,11 @@ bool kvfs_index_open(struct kvfs_index *ix, uint32_t dir, const char *name, int 
 /* Removes a block; *SIZE (if given) receives its size. */
 bool kvfs_index_remove(struct kvfs_index *ix, uint32_t dir, const char *name, uint64_t *size);
 
+/* Carries this node's live state from FROM into a freshly scanned INTO: open
+ * counts and later accesses, and blocks open here that the scan missed.
+ * Returns 0 or -ENOMEM. */
+int kvfs_index_merge_live(struct kvfs_index *into, const struct kvfs_index *from);
+
 uint64_t kvfs_index_usage(const struct kvfs_index *ix); /* bytes of all blocks */
 size_t kvfs_index_count(const struct kvfs_index *ix);
 size_t kvfs_index_memory(const struct kvfs_index *ix); /* bytes it allocated */

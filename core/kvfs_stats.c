@@ -32,6 +32,11 @@ size_t kvfs_stats_format_text(const struct kvfs_stats *s, const struct kvfs_stat
     put(&o, "data_mode_reason %s\n", info->data_mode_reason);
     put(&o, "uptime_seconds %.0f\n", info->uptime_s);
     put(&o, "inodes %llu\n", (unsigned long long)info->inodes);
+    put(&o, "lease_holder %s\n", info->lease_holder ? info->lease_holder : "none");
+#define KVFS_STATS_GAUGE_TEXT(name, help)                                                          \
+    put(&o, "%s %llu\n", #name, (unsigned long long)info->name);
+    KVFS_STATS_GAUGES(KVFS_STATS_GAUGE_TEXT)
+#undef KVFS_STATS_GAUGE_TEXT
 #define KVFS_STATS_TEXT(name, help) put(&o, "%s %llu\n", #name, (unsigned long long)LOAD(s, name));
     KVFS_STATS_COUNTERS(KVFS_STATS_TEXT)
 #undef KVFS_STATS_TEXT
@@ -51,6 +56,11 @@ size_t kvfs_stats_format_prometheus(const struct kvfs_stats *s, const struct kvf
         "# HELP kvfs_inodes Inodes the kernel currently holds.\n"
         "# TYPE kvfs_inodes gauge\nkvfs_inodes %llu\n",
         (unsigned long long)info->inodes);
+#define KVFS_STATS_GAUGE_PROM(name, help)                                                          \
+    put(&o, "# HELP kvfs_%s %s.\n# TYPE kvfs_%s gauge\nkvfs_%s %llu\n", #name, help, #name, #name,   \
+        (unsigned long long)info->name);
+    KVFS_STATS_GAUGES(KVFS_STATS_GAUGE_PROM)
+#undef KVFS_STATS_GAUGE_PROM
 #define KVFS_STATS_PROM(name, help)                                                                \
     put(&o, "# HELP kvfs_%s_total %s.\n# TYPE kvfs_%s_total counter\nkvfs_%s_total %llu\n", #name, \
         help, #name, #name, (unsigned long long)LOAD(s, name));

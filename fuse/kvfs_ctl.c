@@ -2,6 +2,7 @@
  * rendered when opened, so a reader always gets one consistent snapshot, and
  * served with direct I/O so that no stale copy lingers in the page cache. */
 #include "kvfs_daemon.h"
+#include "kvfs_evict.h"
 #include "kvfs_inode.h"
 
 #include "../core/kvfs_version.h"
@@ -50,6 +51,7 @@ static void fill_info(struct kvfs_stats_info *info) {
     info->data_mode_reason = kvfs_d.data_mode_reason;
     info->uptime_s = (double)(now.tv_sec - kvfs_d.started.tv_sec);
     info->inodes = kvfs_itable_count();
+    kvfs_evict_fill_info(info);
 }
 
 int kvfs_ctl_render(const struct kvfs_inode *ino, char **buf, size_t *len) {

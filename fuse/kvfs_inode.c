@@ -265,6 +265,15 @@ void kvfs_inode_move_key(dev_t dev, ino_t ino, struct kvfs_inode *parent, const 
     pthread_mutex_unlock(&lock);
 }
 
+void kvfs_itable_reset_index_dirs(void) {
+    pthread_mutex_lock(&lock);
+    root.index_dir = 0;
+    for (size_t i = 0; i < nbuckets; i++)
+        for (struct kvfs_inode *p = buckets[i]; p; p = p->hnext)
+            p->index_dir = 0;
+    pthread_mutex_unlock(&lock);
+}
+
 uint64_t kvfs_itable_count(void) {
     pthread_mutex_lock(&lock);
     uint64_t n = count;

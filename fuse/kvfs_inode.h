@@ -44,6 +44,8 @@ struct kvfs_inode {
      * backing file while it is open, and how many handles use it. */
     int backing_id;
     uint32_t backing_refs;
+    /* Directories: id + 1 in the block index (kvfs_evict.c), 0 if not known. */
+    int64_t index_dir;
 };
 
 /* Initialises the table with the root directory's descriptor. */
@@ -83,6 +85,9 @@ void kvfs_inode_move(struct kvfs_inode *ino, struct kvfs_inode *parent, const ch
 void kvfs_inode_retarget(struct kvfs_inode *ino, struct kvfs_inode *parent, const char *name);
 /* kvfs_inode_move for whichever inode (if any) holds the backing file (DEV, INO). */
 void kvfs_inode_move_key(dev_t dev, ino_t ino, struct kvfs_inode *parent, const char *name);
+
+/* Forgets every directory's block-index id (the index was rebuilt). */
+void kvfs_itable_reset_index_dirs(void);
 
 /* Inodes currently in the table (for stats). */
 uint64_t kvfs_itable_count(void);

@@ -4,6 +4,7 @@
  * collects staging files left by crashed writers in the background. */
 #define _GNU_SOURCE
 #include "kvfs_daemon.h"
+#include "kvfs_evict.h"
 #include "kvfs_inode.h"
 #include "kvfs_passthrough.h"
 
@@ -188,6 +189,12 @@ int main(int argc, char **argv) {
         kvfs_log_use_syslog(true);
     }
 
+    int erc = kvfs_evict_start();
+    if (erc != 0) {
+        kvfs_error("cannot start the block index: %s", strerror(-erc));
+        goto out_unmount;
+    }
+
     pthread_t gc;
     bool gc_running = pthread_create(&gc, NULL, gc_thread, NULL) == 0;
     if (!gc_running)
@@ -205,6 +212,7 @@ int main(int argc, char **argv) {
     if (ret != 0)
         kvfs_error("the FUSE session ended with an error: %s", strerror(ret < 0 ? -ret : ret));
 out_gc:
+    kvfs_evict_stop();
     if (gc_running) {
         pthread_mutex_lock(&gc_lock);
         gc_stop = true;

@@ -13,6 +13,7 @@
  * published. */
 #define _GNU_SOURCE
 #include "kvfs_daemon.h"
+#include "kvfs_evict.h"
 #include "kvfs_inode.h"
 #include "kvfs_passthrough.h"
 
@@ -64,6 +65,7 @@ struct kvfs_handle {
     uint64_t wparent; /* node id of parent when registered */
     bool registered;
     int pins;
+    bool indexed_open; /* H_READ of a block counted open in the block index */
     /* H_CTL */
     char *buf;
     size_t len;
@@ -95,6 +97,8 @@ static void writer_remove(struct kvfs_handle *h);
 
 static void handle_free(struct kvfs_handle *h) {
     writer_remove(h);
+    if (h->indexed_open)
+        kvfs_evict_closed(h->parent, h->name);
     if (h->backing)
         kvfs_pt_release(h->ino);
     if (h->fd >= 0)
@@ -322,6 +326,8 @@ static int do_lookup(struct kvfs_inode *p, const char *name, struct fuse_entry_p
     e->generation = 1;
     e->attr = st;
     set_timeouts(e, name, st.st_mode);
+    if (kind == KVFS_INODE_FILE)
+        kvfs_evict_seen(p, name, &st);
     return 0;
 }
 
@@ -629,8 +635,10 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
     int rc = check_old_name(p, name);
     if (!rc)
         rc = kvfs_entry_unlink(p->fd, name);
-    if (!rc)
+    if (!rc) {
         kvfs_stat_inc(&kvfs_d.stats, unlinks);
+        kvfs_evict_gone(p, name);
+    }
     reply_err(req, rc);
 }
 
@@ -752,8 +760,11 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
             rc = renameat2(p->fd, name, np->fd, newname, flags) == 0 ? 0 : -errno;
     } else if (!rc) {
         rc = rename_file(p, name, where, &src, np, newname, flags);
-        if (!rc)
+        if (!rc) {
             kvfs_inode_move_key(src.st_dev, src.st_ino, np, newname);
+            kvfs_evict_gone(p, name);
+            kvfs_evict_seen(np, newname, &src);
+        }
     }
     if (!rc)
         kvfs_stat_inc(&kvfs_d.stats, renames);
@@ -846,6 +857,14 @@ static int publish_handle(struct kvfs_handle *h, const char *why) {
     writer_unregister(h); /* from now on its name resolves in the backing store */
     bool pt_writer = h->backing && h->own_inode;
     int rc = pt_writer ? check_passthrough_write(h) : 0;
+    struct stat st;
+    bool block = kvfs_name_is_block(h->name, NULL);
+    if (rc == 0 && block && kvfs_evict_enabled()) {
+        /* The capacity: refuse what eviction cannot make room for. */
+        rc = fstat(h->fd, &st) == 0 ? kvfs_evict_admit((uint64_t)st.st_size) : -errno;
+        if (rc == -ENOSPC)
+            kvfs_warn("not publishing '%s': over capacity and nothing can be evicted", h->name);
+    }
     if (rc)
         kvfs_stage_abandon(&kvfs_d.store, &h->stage);
     else
@@ -854,7 +873,8 @@ static int publish_handle(struct kvfs_handle *h, const char *why) {
     pthread_mutex_lock(&h->lock);
     kvfs_pub_published(&h->pub, rc);
     pthread_mutex_unlock(&h->lock);
-    bool block = kvfs_name_is_block(h->name, NULL);
+    if (rc == KVFS_PUBLISHED && block && fstat(h->fd, &st) == 0)
+        kvfs_evict_seen(h->parent, h->name, &st);
     if (rc == KVFS_PUBLISHED) {
         h->watch_after = pt_writer;
         if (block)
@@ -1052,6 +1072,20 @@ static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
         } else {
             h->fd = fd;
             fi->noflush = 1;
+            /* Count the block open here (never evicted while open) and record
+             * the access in the backing store. */
+            char nm[KVFS_NAME_MAX + 1], stg[128];
+            struct kvfs_inode *par;
+            if (kvfs_evict_enabled() && kvfs_inode_location(ino, &par, nm, stg)) {
+                if (!stg[0] && kvfs_name_is_block(nm, NULL)) {
+                    h->parent = par; /* the handle keeps this reference */
+                    snprintf(h->name, sizeof(h->name), "%s", nm);
+                    h->indexed_open = true;
+                    kvfs_evict_opened(par, nm, fd);
+                } else {
+                    kvfs_inode_unref(par);
+                }
+            }
         }
     }
     if (rc) {
