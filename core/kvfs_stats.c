@@ -57,7 +57,7 @@ size_t kvfs_stats_format_prometheus(const struct kvfs_stats *s, const struct kvf
         "# TYPE kvfs_inodes gauge\nkvfs_inodes %llu\n",
         (unsigned long long)info->inodes);
 #define KVFS_STATS_GAUGE_PROM(name, help)                                                          \
-    put(&o, "# HELP kvfs_%s %s.\n# TYPE kvfs_%s gauge\nkvfs_%s %llu\n", #name, help, #name, #name,   \
+    put(&o, "# HELP kvfs_%s %s.\n# TYPE kvfs_%s gauge\nkvfs_%s %llu\n", #name, help, #name, #name, \
         (unsigned long long)info->name);
     KVFS_STATS_GAUGES(KVFS_STATS_GAUGE_PROM)
 #undef KVFS_STATS_GAUGE_PROM

@@ -29,12 +29,12 @@
     X(renames, "Renames through the mount")                                                        \
     X(refused, "Requests refused as bad input (reserved names, immutable files, escapes)")         \
     X(errors, "Requests that failed with an error from the backing store")                         \
-    X(staging_collected, "Stale staging files removed")                                         \
-    X(blocks_evicted, "Blocks removed by eviction")                                               \
-    X(bytes_evicted, "Bytes removed by eviction")                                                 \
-    X(eviction_runs, "Eviction passes")                                                           \
-    X(eviction_ms, "Milliseconds spent in eviction passes")                                       \
-    X(atime_recorded, "Block accesses recorded in the backing store")                            \
+    X(staging_collected, "Stale staging files removed")                                            \
+    X(blocks_evicted, "Blocks removed by eviction")                                                \
+    X(bytes_evicted, "Bytes removed by eviction")                                                  \
+    X(eviction_runs, "Eviction passes")                                                            \
+    X(eviction_ms, "Milliseconds spent in eviction passes")                                        \
+    X(atime_recorded, "Block accesses recorded in the backing store")                              \
     X(scans, "Scans of the backing store completed")
 
 struct kvfs_stats {
@@ -51,14 +51,14 @@ struct kvfs_stats_info {
     const char *data_mode;        /* how file data moves, e.g. "daemon-copy" */
     const char *data_mode_reason; /* why that mode was chosen */
     double uptime_s;
-    uint64_t inodes; /* inodes the kernel currently holds */
+    uint64_t inodes;          /* inodes the kernel currently holds */
     const char *lease_holder; /* the node that may evict, or "none" */
 #define KVFS_STATS_GAUGES(X)                                                                       \
-    X(capacity_bytes, "Capacity the blocks are kept under (0: no eviction)")                      \
-    X(usage_bytes, "Bytes of blocks in the backing store, as indexed")                            \
-    X(evict_high_pct, "Percent of capacity that starts eviction")                                 \
-    X(evict_low_pct, "Percent of capacity eviction brings usage under")                          \
-    X(index_blocks, "Blocks in this node's index")                                                \
+    X(capacity_bytes, "Capacity the blocks are kept under (0: no eviction)")                       \
+    X(usage_bytes, "Bytes of blocks in the backing store, as indexed")                             \
+    X(evict_high_pct, "Percent of capacity that starts eviction")                                  \
+    X(evict_low_pct, "Percent of capacity eviction brings usage under")                            \
+    X(index_blocks, "Blocks in this node's index")                                                 \
     X(index_bytes, "Memory of this node's block index")
 #define KVFS_STATS_GAUGE_FIELD(name, help) uint64_t name;
     KVFS_STATS_GAUGES(KVFS_STATS_GAUGE_FIELD)

@@ -286,7 +286,7 @@ static void *scan_main(void *arg) {
 static uint64_t evict_victims(const struct kvfs_victim *v, int64_t n, uint64_t need) {
     uint64_t freed = 0;
     for (int64_t i = 0; i < n && freed < need; i++) {
-        if (!kvfs_lease_valid(&lease, now_ms(), 2000))
+        if (!kvfs_lease_valid(&lease, now_ms(), lease.ttl_ms / 3))
             break;
         pthread_mutex_lock(&lock);
         struct kvfs_index_info in;
@@ -297,9 +297,9 @@ static uint64_t evict_victims(const struct kvfs_victim *v, int64_t n, uint64_t n
         pthread_mutex_unlock(&lock);
         if (!still)
             continue; /* opened, or removed, since it was picked */
-        int dfd = relcopy[0] ? kvfs_open_beneath(kvfs_d.store.root_fd, relcopy,
-                                                 O_PATH | O_DIRECTORY, 0)
-                             : kvfs_d.store.root_fd;
+        int dfd = relcopy[0]
+                      ? kvfs_open_beneath(kvfs_d.store.root_fd, relcopy, O_PATH | O_DIRECTORY, 0)
+                      : kvfs_d.store.root_fd;
         int rc = dfd < 0 ? dfd : kvfs_entry_unlink(dfd, v[i].name);
         if (dfd >= 0 && dfd != kvfs_d.store.root_fd)
             close(dfd);
@@ -319,13 +319,23 @@ static uint64_t evict_victims(const struct kvfs_victim *v, int64_t n, uint64_t n
     return freed;
 }
 
-/* Takes or renews the lease as needed; true if this node may evict now. */
-static bool hold_lease(bool want) {
+static void note_holder(void) {
+    char who[128] = "none";
+    int64_t exp;
+    if (kvfs_lease_read(kvfs_d.store.state_fd, who, sizeof(who), &exp) != 0)
+        snprintf(who, sizeof(who), "none");
+    pthread_mutex_lock(&lock);
+    snprintf(holder, sizeof(holder), "%s", who);
+    pthread_mutex_unlock(&lock);
+}
+
+/* Takes the lease (or renews it); true if this node may evict now. */
+static bool take_lease(void) {
     int64_t now = now_ms();
     if (lease.held) {
         if (now + lease.ttl_ms * 2 / 3 >= lease.expires) /* renew at a third of its life */
             kvfs_lease_renew(&lease, now);
-    } else if (want) {
+    } else {
         int rc = kvfs_lease_take(&lease, now);
         if (rc == 2) {
             /* Took over an expired lease: let a concurrent taker's rename land. */
@@ -334,14 +344,35 @@ static bool hold_lease(bool want) {
             kvfs_lease_confirm(&lease);
         }
     }
-    char who[128] = "none";
-    int64_t exp;
-    if (kvfs_lease_read(kvfs_d.store.state_fd, who, sizeof(who), &exp) != 0)
-        snprintf(who, sizeof(who), "none");
+    note_holder();
+    return kvfs_lease_valid(&lease, now_ms(), lease.ttl_ms / 3);
+}
+
+/* One eviction pass while holding the lease: a fresh scan first (this node's
+ * index may miss what other nodes published or removed), then the least
+ * recently accessed blocks until usage is under the low watermark. */
+static void evict_pass(void) {
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = rescan();
+    if (rc)
+        kvfs_warn("scan before eviction failed: %s", strerror(-rc));
     pthread_mutex_lock(&lock);
-    snprintf(holder, sizeof(holder), "%s", who);
+    uint64_t need = kvfs_evict_need(kvfs_index_usage(ix), capacity, kvfs_d.cfg.evict_high,
+                                    kvfs_d.cfg.evict_low);
+    struct kvfs_victim *v = NULL;
+    int64_t n = need ? kvfs_index_pick(ix, need, &v) : 0;
     pthread_mutex_unlock(&lock);
-    return kvfs_lease_valid(&lease, now_ms(), 2000);
+    uint64_t freed = n > 0 ? evict_victims(v, n, need) : 0;
+    free(v);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    uint64_t ms = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000);
+    kvfs_stat_inc(&kvfs_d.stats, eviction_runs);
+    kvfs_stat_add(&kvfs_d.stats, eviction_ms, ms);
+    kvfs_info("eviction: %llu bytes over the low watermark, %lld blocks picked, %llu bytes "
+              "freed in %llu ms",
+              (unsigned long long)need, (long long)n, (unsigned long long)freed,
+              (unsigned long long)ms);
 }
 
 static void *evict_main(void *arg) {
@@ -357,23 +388,14 @@ static void *evict_main(void *arg) {
         uint64_t need = kvfs_evict_need(kvfs_index_usage(ix), capacity, kvfs_d.cfg.evict_high,
                                         kvfs_d.cfg.evict_low);
         pthread_mutex_unlock(&lock);
-        bool may = hold_lease(need > 0);
-        if (need > 0 && may) {
-            struct timespec t0, t1;
-            clock_gettime(CLOCK_MONOTONIC, &t0);
-            struct kvfs_victim *v = NULL;
-            pthread_mutex_lock(&lock);
-            int64_t n = kvfs_index_pick(ix, need, &v);
-            pthread_mutex_unlock(&lock);
-            uint64_t freed = n > 0 ? evict_victims(v, n, need) : 0;
-            free(v);
-            clock_gettime(CLOCK_MONOTONIC, &t1);
-            uint64_t ms = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000 +
-                                     (t1.tv_nsec - t0.tv_nsec) / 1000000);
-            kvfs_stat_inc(&kvfs_d.stats, eviction_runs);
-            kvfs_stat_add(&kvfs_d.stats, eviction_ms, ms);
-            kvfs_info("eviction: %lld blocks picked, %llu bytes freed in %llu ms", (long long)n,
-                      (unsigned long long)freed, (unsigned long long)ms);
+        if (need > 0 && take_lease()) {
+            evict_pass();
+        } else if (lease.held) {
+            /* Nothing to do: let whichever node needs it next take it. */
+            kvfs_lease_release(&lease);
+            note_holder();
+        } else {
+            note_holder();
         }
         pthread_mutex_lock(&lock);
     }

@@ -14,6 +14,9 @@ static struct kvfs_inode **buckets;
 static size_t nbuckets;
 static uint64_t count;
 static struct kvfs_inode root;
+/* Inodes detached from the table (their backing file was replaced) that the
+ * kernel still holds; linked through hnext, freed on FORGET or at exit. */
+static struct kvfs_inode *orphans;
 
 static size_t slot(dev_t dev, ino_t ino, size_t n) {
     uint64_t h = (uint64_t)ino * 0x9E3779B97F4A7C15ull ^ (uint64_t)dev * 0xC2B2AE3D27D4EB4Full;
@@ -46,6 +49,16 @@ void kvfs_itable_destroy(void) {
             p = next;
         }
     }
+    for (struct kvfs_inode *p = orphans; p;) {
+        struct kvfs_inode *next = p->hnext;
+        if (p->fd >= 0)
+            close(p->fd);
+        free(p->name);
+        free(p->stage_name);
+        free(p);
+        p = next;
+    }
+    orphans = NULL;
     free(buckets);
     buckets = NULL;
     count = 0;
@@ -127,7 +140,8 @@ static void set_parent_locked(struct kvfs_inode *ino, struct kvfs_inode *parent)
 
 /* Unlinks INO from the table and frees it; called with the lock held. */
 static void free_inode(struct kvfs_inode *ino) {
-    struct kvfs_inode **pp = &buckets[slot(ino->dev, ino->ino, nbuckets)];
+    struct kvfs_inode **pp =
+        ino->dev == (dev_t)-1 ? &orphans : &buckets[slot(ino->dev, ino->ino, nbuckets)];
     while (*pp && *pp != ino)
         pp = &(*pp)->hnext;
     if (*pp)
@@ -146,19 +160,28 @@ static void free_inode(struct kvfs_inode *ino) {
     }
 }
 
-struct kvfs_inode *kvfs_inode_lookup(dev_t dev, ino_t ino, enum kvfs_inode_kind kind, int fd,
-                                     struct kvfs_inode *parent, const char *name,
-                                     const char *stage_name) {
+struct kvfs_inode *kvfs_inode_lookup(dev_t dev, ino_t ino, const struct timespec *ctime,
+                                     enum kvfs_inode_kind kind, int fd, struct kvfs_inode *parent,
+                                     const char *name, const char *stage_name) {
     pthread_mutex_lock(&lock);
     struct kvfs_inode *p = find_locked(dev, ino);
-    if (p && p->kind != kind) {
-        /* The backing inode number was reused for another type: detach the
-         * old entry so that the kernel's stale node id keeps its own. */
+    /* A backing file's inode number is reused once the file is gone (evicted
+     * or removed by another node): a file with another change time, or of
+     * another type, gets a new node. Reusing the old one would let the
+     * kernel's cached name of the gone file lead to the new file's data.
+     * (Directories cannot be reused while their O_PATH descriptor is held.) */
+    bool stale = p && (p->kind != kind ||
+                       (kind == KVFS_INODE_FILE && ctime &&
+                        (p->ctime.tv_sec != ctime->tv_sec || p->ctime.tv_nsec != ctime->tv_nsec)));
+    if (stale) {
+        /* Detach the old entry so that the kernel's stale node id keeps its
+         * own (and its checks against the backing file fail). */
         struct kvfs_inode **pp = &buckets[slot(dev, ino, nbuckets)];
         while (*pp != p)
             pp = &(*pp)->hnext;
         *pp = p->hnext;
-        p->hnext = NULL;
+        p->hnext = orphans;
+        orphans = p;
         p->dev = (dev_t)-1;
         p = NULL;
     }
@@ -173,6 +196,8 @@ struct kvfs_inode *kvfs_inode_lookup(dev_t dev, ino_t ino, enum kvfs_inode_kind 
         p->dev = dev;
         p->ino = ino;
         p->kind = kind;
+        if (ctime)
+            p->ctime = *ctime;
         p->fd = fd;
         fd = -1;
         if (count + 1 > nbuckets)

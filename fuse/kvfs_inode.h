@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 enum kvfs_inode_kind {
     KVFS_INODE_DIR,
@@ -30,6 +31,7 @@ struct kvfs_inode {
     struct kvfs_inode *hnext; /* hash chain */
     dev_t dev;
     ino_t ino;
+    struct timespec ctime; /* files: the backing file's change time when first seen */
     enum kvfs_inode_kind kind;
     uint64_t nlookup; /* references the kernel holds (LOOKUP minus FORGET) */
     uint64_t refs;    /* references the daemon holds (open handles, children) */
@@ -62,9 +64,9 @@ uint64_t kvfs_inode_nodeid(const struct kvfs_inode *ino);
  * O_PATH descriptor for directories (taken over, or closed if the inode
  * already had one); -1 for files. STAGE_NAME marks an unpublished file.
  * Returns NULL on allocation failure (FD is closed). */
-struct kvfs_inode *kvfs_inode_lookup(dev_t dev, ino_t ino, enum kvfs_inode_kind kind, int fd,
-                                     struct kvfs_inode *parent, const char *name,
-                                     const char *stage_name);
+struct kvfs_inode *kvfs_inode_lookup(dev_t dev, ino_t ino, const struct timespec *ctime,
+                                     enum kvfs_inode_kind kind, int fd, struct kvfs_inode *parent,
+                                     const char *name, const char *stage_name);
 
 /* Drops N kernel lookups. */
 void kvfs_inode_forget(struct kvfs_inode *ino, uint64_t n);

@@ -319,7 +319,8 @@ static int do_lookup(struct kvfs_inode *p, const char *name, struct fuse_entry_p
         }
         kind = KVFS_INODE_DIR;
     }
-    struct kvfs_inode *ino = kvfs_inode_lookup(st.st_dev, st.st_ino, kind, fd, p, name, NULL);
+    struct kvfs_inode *ino =
+        kvfs_inode_lookup(st.st_dev, st.st_ino, &st.st_ctim, kind, fd, p, name, NULL);
     if (!ino)
         return -ENOMEM;
     e->ino = kvfs_inode_nodeid(ino);
@@ -414,8 +415,8 @@ static int lookup_own(struct kvfs_handle *w, struct kvfs_inode *p, const char *n
     memset(e, 0, sizeof(*e));
     if (fstat(w->fd, &e->attr) != 0)
         return -errno;
-    struct kvfs_inode *ino = kvfs_inode_lookup(e->attr.st_dev, e->attr.st_ino, KVFS_INODE_FILE, -1,
-                                               p, name, w->stage.sname);
+    struct kvfs_inode *ino = kvfs_inode_lookup(e->attr.st_dev, e->attr.st_ino, NULL,
+                                               KVFS_INODE_FILE, -1, p, name, w->stage.sname);
     if (!ino)
         return -ENOMEM;
     e->ino = kvfs_inode_nodeid(ino);
@@ -956,8 +957,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         reply_err(req, rc);
         return;
     }
-    struct kvfs_inode *ino = kvfs_inode_lookup(e.attr.st_dev, e.attr.st_ino, KVFS_INODE_FILE, -1, p,
-                                               name, h->stage.sname);
+    struct kvfs_inode *ino = kvfs_inode_lookup(e.attr.st_dev, e.attr.st_ino, &e.attr.st_ctim,
+                                               KVFS_INODE_FILE, -1, p, name, h->stage.sname);
     if (!ino) {
         kvfs_stage_discard(&kvfs_d.store, &h->stage);
         handle_free(h);
