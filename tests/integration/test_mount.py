@@ -111,7 +111,7 @@ def test_signal_unmounts_cleanly(kvfs_bin, backing, tmp_path, sig):
     try:
         (m.mnt / "a.txt").write_text("x")
         m.proc.send_signal(sig)
-        assert m.proc.wait(timeout=10) == 0
+        assert m.proc.wait(timeout=10) == 0, m.log()
         assert not is_mounted(m.mnt)
         assert (backing / "a.txt").read_text() == "x"
     finally:
@@ -122,7 +122,7 @@ def test_fusermount_unmount(kvfs_bin, backing, tmp_path):
     m = Mount(kvfs_bin, backing, tmp_path / "m").start()
     try:
         subprocess.run(["fusermount3", "-u", str(m.mnt)], check=True)
-        assert m.proc.wait(timeout=10) == 0
+        assert m.proc.wait(timeout=10) == 0, m.log()
         assert not is_mounted(m.mnt)
     finally:
         m.stop()

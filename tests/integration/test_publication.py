@@ -202,10 +202,18 @@ def test_o_excl_non_block_loses_with_eexist(kvfs):
 
 
 def _o_direct_works(directory):
+    """vLLM's probe: write one aligned page with O_DIRECT, then remove it."""
     path = os.path.join(directory, "odirect-probe")
     try:
         fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_DIRECT, 0o644)
     except OSError as e:
+        return e.errno
+    page = mmap.mmap(-1, 4096)
+    try:
+        os.write(fd, page)
+    except OSError as e:
+        os.close(fd)
+        os.unlink(path)
         return e.errno
     os.close(fd)
     os.unlink(path)
