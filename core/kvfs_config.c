@@ -220,6 +220,22 @@ int kvfs_config_apply_option(struct kvfs_config *cfg, const char *opt, char *err
         cfg->capacity_pct = 0;
         return 0;
     }
+    if (strcmp(name, "metrics_addr") == 0) {
+        const char *colon = val ? strrchr(val, ':') : NULL;
+        size_t hl = colon ? (size_t)(colon - val) : 0;
+        unsigned port;
+        char perr[8];
+        if (!colon || hl >= sizeof(cfg->metrics_host) ||
+            parse_uint(name, colon + 1, 1, 65535, &port, perr, sizeof(perr)) != 0)
+            return fail(err, errlen, "option 'metrics_addr': '%s' is not [HOST]:PORT",
+                        val ? val : "");
+        if (hl == 0)
+            snprintf(cfg->metrics_host, sizeof(cfg->metrics_host), "127.0.0.1");
+        else
+            snprintf(cfg->metrics_host, sizeof(cfg->metrics_host), "%.*s", (int)hl, val);
+        cfg->metrics_port = port;
+        return 0;
+    }
     if (strcmp(name, "staging_grace") == 0)
         return parse_uint(name, val, 1, 365u * 86400u, &cfg->staging_grace, err, errlen);
     if (strcmp(name, "log_level") == 0) {
@@ -384,6 +400,8 @@ void kvfs_config_usage(const char *prog, void *stream) {
             "  evict_lease_ttl=SEC    lifetime of the lease that lets one node evict (30)\n"
             "  atime_interval=SEC     record a block's access at most once per SEC (60)\n"
             "  rescan_interval=SEC    rescan the backing store for other nodes' blocks (300)\n"
+            "  metrics_addr=[HOST]:PORT  serve Prometheus metrics over HTTP (HOST defaults to\n"
+            "                         127.0.0.1)\n"
             "  durable                fdatasync each file before publishing it (needed on\n"
             "                         NFS for other nodes to see data with the name)\n"
             "  staging_grace=SEC      age after which an unpublished staging file left by a\n"

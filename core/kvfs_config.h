@@ -45,6 +45,8 @@ struct kvfs_config {
     unsigned lease_ttl;       /* s: the eviction lease's lifetime (renewed at a third) */
     unsigned atime_interval;  /* s: at most one recorded access per block per interval */
     unsigned rescan_interval; /* s: between scans of the backing store */
+    char metrics_host[64];    /* metrics_addr=[HOST]:PORT (HOST defaults to 127.0.0.1) */
+    unsigned metrics_port;    /* 0: no HTTP endpoint */
     int allow_other;          /* 1 on, 0 off, -1 default (on as root) */
     int default_permissions;  /* 1 on, 0 off, -1 default (on as root) */
     int passthrough;          /* enum kvfs_pt_policy */

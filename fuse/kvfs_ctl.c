@@ -75,6 +75,10 @@ int kvfs_ctl_render(const struct kvfs_inode *ino, char **buf, size_t *len) {
     }
 }
 
+int kvfs_ctl_render_metrics(char **buf, size_t *len) {
+    return kvfs_ctl_render(&ctl_files[CTL_METRICS], buf, len);
+}
+
 void kvfs_ctl_stat(const struct kvfs_inode *ino, struct stat *st) {
     memset(st, 0, sizeof(*st));
     st->st_uid = 0;

@@ -37,6 +37,8 @@ struct kvfs_inode *kvfs_ctl_lookup(const char *name);
 void kvfs_ctl_stat(const struct kvfs_inode *ino, struct stat *st);
 /* Renders a control file's current content (malloc'd) into *BUF. */
 int kvfs_ctl_render(const struct kvfs_inode *ino, char **buf, size_t *len);
+/* The metrics text (malloc'd), as MOUNT/.kvfs/metrics shows it. */
+int kvfs_ctl_render_metrics(char **buf, size_t *len);
 /* Names in the control directory, NULL-terminated. */
 extern const char *const kvfs_ctl_names[];
 

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "kvfs_daemon.h"
 #include "kvfs_evict.h"
+#include "kvfs_http.h"
 #include "kvfs_inode.h"
 #include "kvfs_passthrough.h"
 
@@ -189,14 +190,17 @@ int main(int argc, char **argv) {
         kvfs_log_use_syslog(true);
     }
 
+    pthread_t gc;
+    bool gc_running = false;
     int erc = kvfs_evict_start();
     if (erc != 0) {
         kvfs_error("cannot start the block index: %s", strerror(-erc));
         goto out_unmount;
     }
+    if (cfg->metrics_port && kvfs_http_start(cfg->metrics_host, cfg->metrics_port) != 0)
+        goto out_evict;
 
-    pthread_t gc;
-    bool gc_running = pthread_create(&gc, NULL, gc_thread, NULL) == 0;
+    gc_running = pthread_create(&gc, NULL, gc_thread, NULL) == 0;
     if (!gc_running)
         kvfs_warn("cannot start the staging collector; stale staging files stay until restart");
 
@@ -212,6 +216,8 @@ int main(int argc, char **argv) {
     if (ret != 0)
         kvfs_error("the FUSE session ended with an error: %s", strerror(ret < 0 ? -ret : ret));
 out_gc:
+    kvfs_http_stop();
+out_evict:
     kvfs_evict_stop();
     if (gc_running) {
         pthread_mutex_lock(&gc_lock);

@@ -5,7 +5,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends \
   build-essential cmake pkg-config ca-certificates \
-  libfuse3-dev fuse3 libxxhash-dev libnuma-dev check \
+  libfuse3-dev fuse3 libxxhash-dev libnuma-dev libmicrohttpd-dev check \
   python3 util-linux procps valgrind clang libclang-rt-14-dev
 if ! python3 -c 'import pytest' 2>/dev/null; then
   # A pip-managed Python takes pytest from PyPI; Debian's own Python is

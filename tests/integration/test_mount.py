@@ -185,3 +185,48 @@ def test_fstab_line(kvfs_on_path, backing, tmp_path):
     finally:
         subprocess.run(["umount", str(m)], capture_output=True)
         unmount(m)
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_metrics_over_http(mount_factory, backing):
+    import urllib.error
+    import urllib.request
+
+    port = _free_port()
+    m = mount_factory(backing, options=[f"metrics_addr=:{port}"])
+    (m.mnt / "x.txt").write_text("x")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        body = r.read().decode()
+        assert r.headers["Content-Type"].startswith("text/plain")
+    assert "# TYPE kvfs_files_published_total counter" in body
+    assert "kvfs_files_published_total 1" in body
+    assert "kvfs_usage_bytes" in body and "kvfs_info{" in body
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=5)
+    assert e.value.code == 404
+    # Bound to loopback only, as by default.
+    with open("/proc/net/tcp") as f:
+        listening = [l.split() for l in f if l.split()[3:4] == ["0A"]]
+    assert any(l[1] == f"0100007F:{port:04X}" for l in listening)
+
+
+def test_metrics_addr_in_use_is_refused(kvfs_bin, backing, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        m = tmp_path / "m"
+        m.mkdir()
+        r = run_kvfs(kvfs_bin, "-f", "-o", f"metrics_addr=127.0.0.1:{port}", str(backing), str(m))
+        assert r.returncode != 0
+        assert "cannot serve metrics" in r.stderr
+        assert not is_mounted(m)

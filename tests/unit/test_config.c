@@ -141,6 +141,15 @@ START_TEST(capacity_options) {
         ck_assert_int_eq(parse(&c, err, 5, "-o", bad[i], "/b", "/m"), -1);
         ck_assert_msg(err[0] != '\0', "%s", bad[i]);
     }
+    ck_assert_int_eq(parse(&c, err, 5, "-o", "metrics_addr=:9100", "/b", "/m"), 0);
+    ck_assert_str_eq(c.metrics_host, "127.0.0.1");
+    ck_assert_uint_eq(c.metrics_port, 9100);
+    ck_assert_int_eq(parse(&c, err, 5, "-o", "metrics_addr=0.0.0.0:80", "/b", "/m"), 0);
+    ck_assert_str_eq(c.metrics_host, "0.0.0.0");
+    const char *badm[] = {"metrics_addr=9100", "metrics_addr=:0", "metrics_addr=:99999",
+                          "metrics_addr=x:", "metrics_addr"};
+    for (size_t i = 0; i < sizeof(badm) / sizeof(badm[0]); i++)
+        ck_assert_int_eq(parse(&c, err, 5, "-o", badm[i], "/b", "/m"), -1);
     ck_assert_int_eq(parse(&c, err, 5, "-o", "evict_high=80,evict_low=80", "/b", "/m"), -1);
     ck_assert(strstr(err, "must be below"));
 }
