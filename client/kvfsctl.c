@@ -20,6 +20,7 @@
 #include "../core/kvfs_lease.h"
 #include "../core/kvfs_name.h"
 #include "../core/kvfs_publish.h"
+#include "../core/kvfs_scan.h"
 #include "../core/kvfs_store.h"
 #include "../core/kvfs_version.h"
 
@@ -290,72 +291,20 @@ static int cmd_stat(const char *arg) {
 
 /* ---- du ---- */
 
-struct du_ctx {
-    struct kvfs_index *ix;
-    char rel[PATH_MAX];
-    uint32_t dir;
-};
-
-static int du_block(void *ctx, int bdir, const struct dirent *de) {
-    struct du_ctx *c = ctx;
-    struct stat st;
-    progress("scan");
-    if (kvfs_name_is_block(de->d_name, NULL) &&
-        fstatat(bdir, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
-        return kvfs_index_put(c->ix, c->dir, de->d_name, (uint64_t)st.st_size,
-                              (uint32_t)st.st_atime) == -ENOMEM
-                   ? -ENOMEM
-                   : 0;
-    return 0;
-}
-
-static int du_bucket(void *ctx, int fan, const struct dirent *de) {
-    return kvfs_bucket_is_valid(de->d_name) ? (kvfs_dir_each(fan, de->d_name, du_block, ctx), 0)
-                                            : 0;
-}
-
-static int du_dir(struct du_ctx *c, int dfd);
-
-static int du_entry(void *ctx, int dfd, const struct dirent *de) {
-    struct du_ctx *c = ctx;
-    if (kvfs_name_is_reserved(de->d_name) || (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN))
-        return 0;
-    int sub = kvfs_open_beneath(dfd, de->d_name, O_PATH | O_DIRECTORY, 0);
-    if (sub < 0)
-        return 0;
-    size_t len = strlen(c->rel);
-    snprintf(c->rel + len, sizeof(c->rel) - len, "%s%s", len ? "/" : "", de->d_name);
-    uint32_t saved = c->dir;
-    int rc = du_dir(c, sub);
-    c->dir = saved;
-    c->rel[len] = '\0';
-    close(sub);
-    return rc;
-}
-
-static int du_dir(struct du_ctx *c, int dfd) {
-    int64_t id = kvfs_index_dir(c->ix, c->rel);
-    if (id < 0)
-        return (int)id;
-    c->dir = (uint32_t)id;
-    kvfs_dir_each(dfd, KVFS_FANOUT_DIR, du_bucket, c);
-    int rc = kvfs_dir_each(dfd, ".", du_entry, c);
-    return rc == -ENOMEM ? rc : 0;
-}
-
 /* Scans every block below W into a fresh index. */
+static void tick(void) {
+    progress("scan");
+}
+
 static struct kvfs_index *scan(const struct where *w, int root) {
-    struct du_ctx c = {kvfs_index_new(), "", 0};
-    if (!c.ix)
+    struct kvfs_index *ix = kvfs_index_new();
+    if (!ix)
         die("out of memory");
-    snprintf(c.rel, sizeof(c.rel), "%s", w->rel);
-    int dir = open_dir(root, w->rel);
-    int rc = du_dir(&c, dir);
-    close(dir);
+    int rc = kvfs_scan(ix, root, w->rel, tick, NULL);
     progress_done();
     if (rc)
         die("scan of %s: %s", w->root, strerror(-rc));
-    return c.ix;
+    return ix;
 }
 
 static int cmd_du(const char *path) {

@@ -26,6 +26,7 @@
 #include "../core/kvfs_lease.h"
 #include "../core/kvfs_log.h"
 #include "../core/kvfs_name.h"
+#include "../core/kvfs_scan.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -169,92 +170,26 @@ int kvfs_evict_admit(uint64_t size) {
 
 /* ---- scanning ---- */
 
-struct scan_ctx {
-    struct kvfs_index *into;
-    char rel[PATH_MAX];
-    uint32_t dir;
-    int depth;
-};
-
-static int scan_dir(struct scan_ctx *c, int dfd);
-
-static int scan_block(void *ctx, int bdir, const struct dirent *de) {
-    struct scan_ctx *c = ctx;
-    struct stat st;
-    if (!kvfs_name_is_block(de->d_name, NULL) ||
-        fstatat(bdir, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
-        return 0;
-    return kvfs_index_put(c->into, c->dir, de->d_name, (uint64_t)st.st_size,
-                          (uint32_t)st.st_atime) == -ENOMEM
-               ? -ENOMEM
-               : 0;
-}
-
-static int scan_bucket(void *ctx, int fan, const struct dirent *de) {
-    if (!kvfs_bucket_is_valid(de->d_name))
-        return 0;
-    int rc = kvfs_dir_each(fan, de->d_name, scan_block, ctx);
-    return rc == -ENOMEM ? rc : 0;
-}
-
-static int scan_entry(void *ctx, int dfd, const struct dirent *de) {
-    struct scan_ctx *c = ctx;
-    if (stopping)
-        return -ECANCELED;
-    if (kvfs_name_is_reserved(de->d_name) || (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN))
-        return 0;
-    int sub = kvfs_open_beneath(dfd, de->d_name, O_PATH | O_DIRECTORY, 0);
-    if (sub < 0)
-        return 0; /* not a directory, or gone */
-    size_t len = strlen(c->rel);
-    int n = snprintf(c->rel + len, sizeof(c->rel) - len, "%s%s", len ? "/" : "", de->d_name);
-    int rc = 0;
-    if (n > 0 && (size_t)n < sizeof(c->rel) - len && c->depth < 64) {
-        uint32_t saved = c->dir;
-        c->depth++;
-        rc = scan_dir(c, sub);
-        c->depth--;
-        c->dir = saved;
-    }
-    c->rel[len] = '\0';
-    close(sub);
-    return rc;
-}
-
-static int scan_dir(struct scan_ctx *c, int dfd) {
-    int64_t id = kvfs_index_dir(c->into, c->rel);
-    if (id < 0)
-        return (int)id;
-    c->dir = (uint32_t)id;
-    int rc = kvfs_dir_each(dfd, KVFS_FANOUT_DIR, scan_bucket, c);
-    if (rc == -ENOMEM || rc == -ECANCELED)
-        return rc;
-    rc = kvfs_dir_each(dfd, ".", scan_entry, c);
-    return rc == -ENOMEM || rc == -ECANCELED ? rc : 0;
-}
-
 /* Builds a fresh index of the whole backing store and swaps it in, carrying
  * over this node's open counts and any newer access it recorded. */
 static int rescan(void) {
-    struct scan_ctx *c = calloc(1, sizeof(*c));
-    if (!c)
+    struct kvfs_index *fresh = kvfs_index_new();
+    if (!fresh)
         return -ENOMEM;
-    c->into = kvfs_index_new();
-    int rc = c->into ? scan_dir(c, kvfs_d.store.root_fd) : -ENOMEM;
+    int rc = kvfs_scan(fresh, kvfs_d.store.root_fd, "", NULL, &stopping);
     if (rc == 0) {
         pthread_mutex_lock(&lock);
-        rc = kvfs_index_merge_live(c->into, ix);
+        rc = kvfs_index_merge_live(fresh, ix);
         if (rc == 0) {
             struct kvfs_index *old = ix;
-            ix = c->into;
-            c->into = old;
+            ix = fresh;
+            fresh = old;
             scanned = true;
             kvfs_itable_reset_index_dirs(); /* cached directory ids were the old index's */
         }
         pthread_mutex_unlock(&lock);
     }
-    kvfs_index_free(c->into);
-    free(c);
+    kvfs_index_free(fresh);
     if (rc == 0)
         kvfs_stat_inc(&kvfs_d.stats, scans);
     pthread_cond_signal(&wake);

@@ -35,21 +35,9 @@ int kvfs_itable_init(int root_fd) {
     return 0;
 }
 
-void kvfs_itable_destroy(void) {
-    pthread_mutex_lock(&lock);
-    for (size_t i = 0; i < nbuckets; i++) {
-        struct kvfs_inode *p = buckets[i];
-        while (p) {
-            struct kvfs_inode *next = p->hnext;
-            if (p->fd >= 0)
-                close(p->fd);
-            free(p->name);
-            free(p->stage_name);
-            free(p);
-            p = next;
-        }
-    }
-    for (struct kvfs_inode *p = orphans; p;) {
+/* Frees a chain of inodes linked through hnext (at exit only). */
+static void free_chain(struct kvfs_inode *p) {
+    while (p) {
         struct kvfs_inode *next = p->hnext;
         if (p->fd >= 0)
             close(p->fd);
@@ -58,6 +46,13 @@ void kvfs_itable_destroy(void) {
         free(p);
         p = next;
     }
+}
+
+void kvfs_itable_destroy(void) {
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < nbuckets; i++)
+        free_chain(buckets[i]);
+    free_chain(orphans);
     orphans = NULL;
     free(buckets);
     buckets = NULL;
