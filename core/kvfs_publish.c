@@ -2,6 +2,7 @@
  * (see the header for the rules and why they are what they are). */
 #define _GNU_SOURCE
 #include "kvfs_publish.h"
+#include "kvfs_fault.h"
 #include "kvfs_log.h"
 #include "kvfs_name.h"
 
@@ -56,8 +57,8 @@ void kvfs_stage_abandon(struct kvfs_store *st, struct kvfs_stage *sg) {
 int kvfs_stage_publish(struct kvfs_store *st, struct kvfs_stage *sg, int dfd, const char *name,
                        bool exclusive, bool durable) {
     bool block = kvfs_name_is_block(name, NULL);
-    int rc = 0;
-    if (durable && fdatasync(sg->fd) != 0)
+    int rc = kvfs_fault(KVFS_FAULT_PUBLISH, name);
+    if (!rc && durable && fdatasync(sg->fd) != 0)
         rc = -errno;
     /* A block must not shadow, or be shadowed by, a directory of its name. */
     struct stat sb;

@@ -164,8 +164,13 @@ struct kvfs_inode *kvfs_inode_lookup(dev_t dev, ino_t ino, const struct timespec
      * or removed by another node): a file with another change time, or of
      * another type, gets a new node. Reusing the old one would let the
      * kernel's cached name of the gone file lead to the new file's data.
-     * (Directories cannot be reused while their O_PATH descriptor is held.) */
-    bool stale = p && (p->kind != kind ||
+     * (Directories cannot be reused while their O_PATH descriptor is held.)
+     * A staging file just created (STAGE_NAME and CTIME both given) is new by
+     * definition, so a known inode of its number is always gone: change
+     * times are coarse enough that under churn a reused number can carry the
+     * very change time of the evicted file. */
+    bool fresh = stage_name && ctime;
+    bool stale = p && (fresh || p->kind != kind ||
                        (kind == KVFS_INODE_FILE && ctime &&
                         (p->ctime.tv_sec != ctime->tv_sec || p->ctime.tv_nsec != ctime->tv_nsec)));
     if (stale) {

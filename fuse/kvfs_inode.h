@@ -62,7 +62,8 @@ uint64_t kvfs_inode_nodeid(const struct kvfs_inode *ino);
 /* Finds or creates the inode for the backing file (DEV, INO), adds one kernel
  * lookup, and (for files) records PARENT/NAME as where to find it. FD is an
  * O_PATH descriptor for directories (taken over, or closed if the inode
- * already had one); -1 for files. STAGE_NAME marks an unpublished file.
+ * already had one); -1 for files. STAGE_NAME marks an unpublished file; with
+ * CTIME too, one just created, which never matches a known inode.
  * Returns NULL on allocation failure (FD is closed). */
 struct kvfs_inode *kvfs_inode_lookup(dev_t dev, ino_t ino, const struct timespec *ctime,
                                      enum kvfs_inode_kind kind, int fd, struct kvfs_inode *parent,

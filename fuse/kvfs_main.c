@@ -10,6 +10,7 @@
 #include "kvfs_passthrough.h"
 
 #include "../core/kvfs_config.h"
+#include "../core/kvfs_fault.h"
 #include "../core/kvfs_log.h"
 #include "../core/kvfs_publish.h"
 #include "../core/kvfs_version.h"
@@ -103,6 +104,19 @@ int main(int argc, char **argv) {
     kvfs_log_set_level(cfg->fuse_debug ? KVFS_LOG_DEBUG : (enum kvfs_log_level)cfg->log_level);
     fuse_set_log_func(fuse_log_bridge);
     kvfs_d.is_root = geteuid() == 0;
+    const char *faults = getenv(KVFS_FAULTS_ENV);
+#ifdef KVFS_FAULT_INJECTION
+    if (kvfs_fault_setup(faults, err, sizeof(err)) != 0) {
+        fprintf(stderr, "kvfs: %s: %s\n", KVFS_FAULTS_ENV, err);
+        return 2;
+    }
+#else
+    if (faults && *faults) {
+        fprintf(stderr, "kvfs: %s is set, but this kvfs was built without fault injection\n",
+                KVFS_FAULTS_ENV);
+        return 2;
+    }
+#endif
 
     /* "/dev/fd/N": a /dev/fuse descriptor already mounted by a parent (how a
      * supervisor mounts for a daemon it then runs with fewer privileges). */

@@ -17,6 +17,7 @@
 #include "kvfs_inode.h"
 #include "kvfs_passthrough.h"
 
+#include "../core/kvfs_fault.h"
 #include "../core/kvfs_log.h"
 #include "../core/kvfs_name.h"
 #include "../core/kvfs_publish.h"
@@ -73,7 +74,8 @@ struct kvfs_handle {
     struct kvfs_listing list;
 };
 
-static void setup_data_path(struct fuse_file_info *fi, struct kvfs_handle *h, bool pass);
+static void setup_data_path(struct fuse_file_info *fi, struct kvfs_handle *h, int backing_fd,
+                            bool through_daemon);
 
 static struct kvfs_handle *handle_of(struct fuse_file_info *fi) {
     return (struct kvfs_handle *)(uintptr_t)fi->fh;
@@ -355,6 +357,27 @@ static int open_file_inode(struct kvfs_inode *ino, int flags, struct stat *st) {
         !S_ISREG(st->st_mode)) {
         close(fd);
         return -ESTALE;
+    }
+    return fd;
+}
+
+/* A reader's fallback when INO's file was evicted or replaced since the
+ * lookup: a block's content is fixed by its name, so whatever file now holds
+ * the name serves as well, and a block that is gone is a plain miss (ENOENT)
+ * rather than ESTALE, which the kernel retries only once and then hands to
+ * the application when eviction races it twice. Other files keep ESTALE. */
+static int open_block_by_name(struct kvfs_inode *ino, int flags, struct stat *st) {
+    struct kvfs_inode *parent;
+    char name[KVFS_NAME_MAX + 1], stage[128];
+    if (!kvfs_inode_location(ino, &parent, name, stage))
+        return -ESTALE;
+    int fd = -ESTALE;
+    if (!stage[0] && kvfs_name_is_block(name, NULL))
+        fd = kvfs_entry_open_any(parent->fd, name, flags);
+    kvfs_inode_unref(parent);
+    if (fd >= 0 && (fstat(fd, st) != 0 || !S_ISREG(st->st_mode))) {
+        close(fd);
+        fd = -ESTALE;
     }
     return fd;
 }
@@ -905,11 +928,14 @@ static int publish_handle(struct kvfs_handle *h, const char *why) {
 static int stage_handle(fuse_req_t req, struct kvfs_inode *ino, struct kvfs_inode *parent,
                         const char *name, int flags, mode_t mode, struct kvfs_handle **out) {
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    int rc = kvfs_fault(KVFS_FAULT_CREATE, name);
+    if (rc)
+        return rc;
     struct kvfs_handle *h = handle_new(H_STAGE, ino);
     if (!h)
         return -ENOMEM;
-    int rc = kvfs_stage_create(&kvfs_d.store, flags, mode, kvfs_d.is_root, ctx->uid, ctx->gid,
-                               &h->stage);
+    rc = kvfs_stage_create(&kvfs_d.store, flags, mode, kvfs_d.is_root, ctx->uid, ctx->gid,
+                           &h->stage);
     if (rc) {
         handle_free(h);
         return rc;
@@ -977,7 +1003,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
      * GETATTR round trip the kernel makes before the first write. */
     e.attr_timeout = kvfs_d.cfg.meta_timeout;
     fi->fh = (uint64_t)(uintptr_t)h;
-    setup_data_path(fi, h, kvfs_pt_for_writes());
+    bool pass = kvfs_pt_for_writes();
+    setup_data_path(fi, h, pass ? h->fd : -1, !pass);
     kvfs_stat_inc(&kvfs_d.stats, creates);
     if (fuse_reply_create(req, &e, fi) != 0) {
         /* The caller is gone (interrupted): no RELEASE will come. */
@@ -988,36 +1015,34 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 }
 
 /* Chooses how a new handle's data moves, and arms the reply patch (call it
- * right before fuse_reply_open/create). With PASS, straight between the
- * kernel and the handle's backing file. Otherwise through the daemon with
- * direct I/O, so that the data sits once in the backing store's page cache
- * rather than twice; and if the inode is open in passthrough mode elsewhere,
- * with its backing id too, because the kernel wants one backing file on
- * every open of a passthrough inode (it then serves only mmap from it). */
-static void setup_data_path(struct fuse_file_info *fi, struct kvfs_handle *h, bool pass) {
+ * right before fuse_reply_open/create). Without passthrough, through the
+ * daemon with direct I/O, so that the data sits once in the backing store's
+ * page cache rather than twice. With it, every open of an inode carries the
+ * inode's one backing id (registered from BACKING_FD, the file its reads
+ * come from), even an open served THROUGH_DAEMON: the kernel fails with EIO
+ * an open without FOPEN_PASSTHROUGH of an inode that is open in passthrough,
+ * and two opens racing through the daemon cannot know which reply the kernel
+ * applies first. FOPEN_DIRECT_IO then takes precedence for reads and writes
+ * (the kernel serves only mmap from the backing file). */
+static void setup_data_path(struct fuse_file_info *fi, struct kvfs_handle *h, int backing_fd,
+                            bool through_daemon) {
     static _Atomic bool warned;
     fi->direct_io = 1;
     fi->keep_cache = 0;
-    if (pass) {
-        int id = kvfs_pt_acquire(h->ino, h->fd);
+    if (kvfs_pt_active()) {
+        int id = backing_fd >= 0 ? kvfs_pt_acquire(h->ino, backing_fd)
+                                 : kvfs_pt_acquire_existing(h->ino);
         if (id > 0) {
             h->backing = true;
-            fi->direct_io = 0;
-            kvfs_stat_inc(&kvfs_d.stats, passthrough_opens);
-            kvfs_pt_reply_with(id, false);
+            fi->direct_io = through_daemon;
+            if (!through_daemon)
+                kvfs_stat_inc(&kvfs_d.stats, passthrough_opens);
+            kvfs_pt_reply_with(id, through_daemon);
             return;
         }
-        if (!atomic_exchange(&warned, true))
+        if (backing_fd >= 0 && !atomic_exchange(&warned, true))
             kvfs_warn("passthrough refused for an open (%s); serving it through the daemon",
                       strerror(-id));
-    }
-    if (kvfs_pt_active()) {
-        int id = kvfs_pt_acquire_existing(h->ino);
-        if (id > 0) {
-            h->backing = true;
-            kvfs_pt_reply_with(id, true);
-            return;
-        }
     }
     kvfs_pt_reply_cancel();
 }
@@ -1027,7 +1052,7 @@ static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
     int acc = fi->flags & O_ACCMODE;
     bool writing = acc != O_RDONLY || (fi->flags & (O_APPEND | O_TRUNC));
     struct kvfs_handle *h = NULL;
-    int rc = 0;
+    int rc = 0, pub_fd = -1;
     if (ino->kind == KVFS_INODE_CTL_FILE) {
         if (writing) {
             kvfs_debug("write to the control directory refused");
@@ -1049,12 +1074,21 @@ static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
             rc = -ESTALE;
         } else {
             /* O_TRUNC on a published file stages a new version; the
-             * published one stays readable until that is published. */
-            struct stat st;
-            int fd = stage[0] ? -EPERM : open_file_inode(ino, O_PATH, &st);
-            if (fd >= 0) {
-                close(fd);
+             * published one stays readable until that is published. With
+             * passthrough, the published file is what the inode's backing
+             * id must be registered from (see setup_data_path). */
+            struct stat st = {.st_mode = S_IFREG | 0644};
+            int fd =
+                stage[0] ? -EPERM : open_file_inode(ino, kvfs_pt_active() ? O_RDONLY : O_PATH, &st);
+            if (fd == -EACCES && !stage[0])
+                fd = open_file_inode(ino, O_PATH, &st);
+            if (fd >= 0 || fd == -ESTALE) {
+                /* ESTALE: evicted or replaced since the lookup. The writer
+                 * replaces the whole file anyway, so it writes a new one
+                 * under the name rather than fail (the kernel retries an
+                 * ESTALE open only once, and eviction can race twice). */
                 rc = stage_handle(req, ino, parent, name, fi->flags, st.st_mode, &h);
+                pub_fd = fd;
             } else {
                 rc = fd; /* EPERM: reopening an unpublished file for writing */
             }
@@ -1063,6 +1097,8 @@ static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
     } else {
         struct stat st;
         int fd = open_file_inode(ino, O_RDONLY | (fi->flags & O_DIRECT), &st);
+        if (fd == -ESTALE)
+            fd = open_block_by_name(ino, O_RDONLY | (fi->flags & O_DIRECT), &st);
         if (fd >= 0 && (fi->flags & O_DIRECT))
             fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_DIRECT);
         if (fd < 0) {
@@ -1087,18 +1123,30 @@ static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
                     kvfs_inode_unref(par);
                 }
             }
+#ifdef KVFS_FAULT_INJECTION
+            if (!h->name[0] && kvfs_inode_location(ino, &par, nm, stg)) {
+                snprintf(h->name, sizeof(h->name), "%s", nm); /* read faults match names */
+                kvfs_inode_unref(par);
+            }
+#endif
         }
     }
     if (rc) {
         if (h)
             handle_free(h);
+        if (pub_fd >= 0)
+            close(pub_fd);
         reply_err(req, rc);
         return;
     }
     kvfs_stat_inc(&kvfs_d.stats, opens);
     fi->fh = (uint64_t)(uintptr_t)h;
-    if (h->kind != H_CTL)
-        setup_data_path(fi, h, h->kind == H_READ && kvfs_pt_active());
+    if (h->kind == H_READ)
+        setup_data_path(fi, h, h->fd, false);
+    else if (h->kind == H_STAGE)
+        setup_data_path(fi, h, pub_fd, true);
+    if (pub_fd >= 0)
+        close(pub_fd); /* a registered backing file keeps its own reference */
     if (fuse_reply_open(req, fi) != 0) {
         if (h->kind == H_STAGE)
             kvfs_stage_discard(&kvfs_d.store, &h->stage);
@@ -1161,9 +1209,10 @@ static void op_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off,
         reply_err(req, ENOMEM);
         return;
     }
-    ssize_t n = pread(h->fd, read_buf, size, off);
+    int fault = kvfs_fault(KVFS_FAULT_READ, h->name);
+    ssize_t n = fault ? -1 : pread(h->fd, read_buf, size, off);
     if (n < 0) {
-        reply_err(req, errno);
+        reply_err(req, fault ? -fault : errno);
         return;
     }
     kvfs_stat_inc(&kvfs_d.stats, read_requests);
@@ -1195,7 +1244,9 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t nodeid, struct fuse_bufvec *
     dst.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
     dst.buf[0].fd = h->fd;
     dst.buf[0].pos = off;
-    ssize_t n = fuse_buf_copy(&dst, in, 0);
+    ssize_t n = kvfs_fault(KVFS_FAULT_WRITE, h->name);
+    if (n == 0)
+        n = fuse_buf_copy(&dst, in, 0);
     if (n < 0) {
         /* A failed write fails the whole file: it must never be published
          * with a hole, even if the writer ignores this error. */

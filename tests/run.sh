@@ -14,9 +14,12 @@ SUMMARY=$(mktemp)
 
 # The same suite once more built with AddressSanitizer and UBSan, the daemon
 # included while it serves the integration tests; any report fails a test.
+# This build also has the fault-injection hooks, so the error paths that
+# tests/integration/test_faults.py drives run under the sanitizers.
 # KVFS_SANITIZE_STAGE=0 skips it.
 if [ "${KVFS_SANITIZE_STAGE:-1}" != 0 ]; then
-  cmake -S . -B "$BUILD-sanitize" -DCMAKE_BUILD_TYPE=Debug -DKVFS_SANITIZE=ON
+  cmake -S . -B "$BUILD-sanitize" -DCMAKE_BUILD_TYPE=Debug -DKVFS_SANITIZE=ON \
+    -DKVFS_FAULT_INJECTION=ON
   cmake --build "$BUILD-sanitize" -j"$(nproc)"
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

@@ -18,6 +18,8 @@ def pytest_addoption(parser):
     parser.addoption("--kvfs-bin", default=None, help="path to the kvfs daemon")
     parser.addoption("--kvfs-passthrough", default="auto", choices=["auto", "reads", "off"],
                      help="data path every mount uses unless a test sets its own")
+    parser.addoption("--kvfs-faults", action="store_true",
+                     help="the daemon was built with -DKVFS_FAULT_INJECTION=ON")
 
 
 DATA_MODE = {"auto": "passthrough", "reads": "passthrough-reads", "off": "daemon-direct-io"}
@@ -77,7 +79,7 @@ class Mount:
 
     default_passthrough = "auto"
 
-    def __init__(self, kvfs_bin, backing, mnt, options=(), log=None):
+    def __init__(self, kvfs_bin, backing, mnt, options=(), log=None, env=None):
         self.kvfs_bin = kvfs_bin
         self.backing = Path(backing)
         self.mnt = Path(mnt)
@@ -85,6 +87,7 @@ class Mount:
         if not any(o.startswith("passthrough=") for o in self.options):
             self.options.append(f"passthrough={Mount.default_passthrough}")
         self.log_path = Path(log) if log else self.mnt.parent / (self.mnt.name + ".log")
+        self.env = env  # extra environment variables for the daemon
         self.proc = None
 
     def start(self, timeout=10.0):
@@ -94,7 +97,8 @@ class Mount:
             cmd += ["-o", ",".join(self.options)]
         cmd += [str(self.backing), str(self.mnt)]
         self.logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT)
+        env = dict(os.environ, **self.env) if self.env else None
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -1,0 +1,149 @@
+"""A failing backing store (issue 8): writers get the error at write() or
+close(), nothing is published, the daemon goes on serving, no space is kept.
+
+The failures are injected by a daemon built with -DKVFS_FAULT_INJECTION=ON
+(CI's sanitizer stage), told through KVFS_FAULTS to fail one operation on
+names with a given prefix, so one mount has failing and healthy blocks side by
+side. A normal build must refuse KVFS_FAULTS, which is checked in every build."""
+
+import errno
+import os
+import subprocess
+
+import pytest
+
+from conftest import block_data, block_name
+
+PREFIX = "dead"
+
+
+def faulty_name(i):
+    return PREFIX + block_name(i)[len(PREFIX):]
+
+
+def healthy_name(i):
+    name = block_name(1000 + i)
+    assert not name.startswith(PREFIX)
+    return name
+
+
+def staging_files(backing):
+    return os.listdir(backing / ".kvfs-state" / "staging")
+
+
+def published(backing, name):
+    return (backing / ".kvfs-blocks" / name[:3] / name).exists()
+
+
+@pytest.fixture
+def faults(request):
+    if not request.config.getoption("--kvfs-faults"):
+        pytest.skip("the daemon was built without -DKVFS_FAULT_INJECTION (CI's sanitizer stage has it)")
+
+    def env(spec):
+        return {"KVFS_FAULTS": spec}
+
+    return env
+
+
+def write_block(path, data):
+    """Writes and closes PATH; returns the errno of the first failure, or 0."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+    err = 0
+    try:
+        os.write(fd, data)
+    except OSError as e:
+        err = e.errno
+    try:
+        os.close(fd)
+    except OSError as e:
+        err = err or e.errno
+    return err
+
+
+def check_still_serving(m, i):
+    name = healthy_name(i)
+    data = block_data(name, 256 << 10)
+    assert write_block(m.mnt / name, data) == 0
+    assert (m.mnt / name).read_bytes() == data
+    assert published(m.backing, name)
+
+
+@pytest.mark.parametrize("err", ["EIO", "ENOSPC"])
+def test_write_error_reaches_writer_and_publishes_nothing(mount_factory, backing, faults, err):
+    # Writes reach the daemon only off passthrough (passthrough writes go to
+    # the backing file in the kernel, which reports its own errors).
+    m = mount_factory(backing, options=["passthrough=off"], env=faults(f"write:{err}:{PREFIX}"))
+    name = faulty_name(1)
+    fd = os.open(m.mnt / name, os.O_CREAT | os.O_WRONLY, 0o644)
+    with pytest.raises(OSError) as e:
+        os.write(fd, block_data(name, 64 << 10))
+    assert e.value.errno == getattr(errno, err)
+    # The writer ignores the error and writes on: the file stays failed, and
+    # close() reports it again rather than publishing a file with a hole.
+    with pytest.raises(OSError):
+        os.write(fd, b"more")
+    with pytest.raises(OSError) as e:
+        os.close(fd)
+    assert e.value.errno == getattr(errno, err)
+    assert not os.path.exists(m.mnt / name)
+    assert not published(backing, name)
+    assert staging_files(backing) == []  # the space is given back
+    check_still_serving(m, 1)
+
+
+def test_publish_error_reaches_close(mount_factory, backing, faults):
+    """fsync/link failing at publication (both data paths): close() fails."""
+    m = mount_factory(backing, env=faults(f"publish:EIO:{PREFIX}"))
+    before = m.stats()["publish_errors"]
+    name = faulty_name(2)
+    assert write_block(m.mnt / name, block_data(name, 1 << 20)) == errno.EIO
+    assert not os.path.exists(m.mnt / name)
+    assert not published(backing, name)
+    assert staging_files(backing) == []
+    assert m.stats()["publish_errors"] == before + 1
+    assert "publishing '%s' failed" % name in m.log()
+    check_still_serving(m, 2)
+
+
+def test_create_error(mount_factory, backing, faults):
+    m = mount_factory(backing, env=faults(f"create:EDQUOT:{PREFIX}"))
+    name = faulty_name(3)
+    with pytest.raises(OSError) as e:
+        os.open(m.mnt / name, os.O_CREAT | os.O_WRONLY, 0o644)
+    assert e.value.errno == errno.EDQUOT
+    assert not os.path.exists(m.mnt / name)
+    assert staging_files(backing) == []
+    check_still_serving(m, 3)
+
+
+def test_read_error_is_reported_and_block_kept(mount_factory, backing, faults):
+    """A failed load is reported as failed, never as short or wrong data, and
+    the stored block is not harmed by it."""
+    m = mount_factory(backing, options=["passthrough=off"], env=faults(f"read:EIO:{PREFIX}"))
+    name = faulty_name(4)
+    data = block_data(name, 1 << 20)
+    assert write_block(m.mnt / name, data) == 0
+    with pytest.raises(OSError) as e:
+        (m.mnt / name).read_bytes()
+    assert e.value.errno == errno.EIO
+    assert (backing / ".kvfs-blocks" / name[:3] / name).read_bytes() == data
+    check_still_serving(m, 4)
+
+
+@pytest.mark.parametrize("spec", ["write", "nosuch:EIO", "write:EBOGUS", "read:0", "write:EIO:" + "a" * 300])
+def test_bad_fault_spec_refused(kvfs_bin, backing, tmp_path, faults, spec):
+    r = subprocess.run([kvfs_bin, "-f", str(backing), str(tmp_path)], capture_output=True,
+                       text=True, env=dict(os.environ, KVFS_FAULTS=spec), timeout=10)
+    assert r.returncode == 2
+    assert "KVFS_FAULTS" in r.stderr
+
+
+def test_normal_build_refuses_faults(kvfs_bin, backing, tmp_path, request):
+    if request.config.getoption("--kvfs-faults"):
+        pytest.skip("this daemon was built with fault injection")
+    r = subprocess.run([kvfs_bin, "-f", str(backing), str(tmp_path)], capture_output=True,
+                       text=True, env=dict(os.environ, KVFS_FAULTS="write:EIO"), timeout=10)
+    assert r.returncode == 2
+    assert "built without fault injection" in r.stderr
+    assert os.listdir(backing) == []  # refused before touching the store
