@@ -6,7 +6,6 @@
 #include "kvfs_name.h"
 
 #include <errno.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +20,6 @@ struct fault {
 
 static struct fault faults[MAX_FAULTS];
 static int nfaults;
-static atomic_ulong injected;
 
 static const char *const site_names[KVFS_FAULT_NSITES] = {"create", "write", "publish", "read"};
 
@@ -108,14 +106,9 @@ int kvfs_fault(enum kvfs_fault_site site, const char *name) {
             continue;
         if (f->prefix[0] && (!name || strncmp(name, f->prefix, strlen(f->prefix)) != 0))
             continue;
-        atomic_fetch_add(&injected, 1);
         kvfs_debug("fault injected: %s of '%s' fails with %s", site_names[site], name ? name : "",
                    strerror(f->err));
         return -f->err;
     }
     return 0;
-}
-
-unsigned long kvfs_fault_count(void) {
-    return atomic_load(&injected);
 }

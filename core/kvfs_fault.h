@@ -33,8 +33,6 @@ enum kvfs_fault_site {
 int kvfs_fault_setup(const char *spec, char *err, size_t errlen);
 /* Returns -errno if operation SITE on NAME (may be NULL) is to fail, else 0. */
 int kvfs_fault(enum kvfs_fault_site site, const char *name);
-/* How many faults have been injected since start. */
-unsigned long kvfs_fault_count(void);
 #else
 static inline int kvfs_fault(enum kvfs_fault_site site, const char *name) {
     (void)site;

@@ -336,8 +336,12 @@ static int do_lookup(struct kvfs_inode *p, const char *name, struct fuse_entry_p
 
 /* Opens the backing file of file inode INO with FLAGS and checks that it is
  * still the file the kernel knows: -ESTALE if it was removed or replaced, so
- * that the kernel looks the name up again. */
-static int open_file_inode(struct kvfs_inode *ino, int flags, struct stat *st) {
+ * that the kernel looks the name up again. With ANY_COPY (readers), a
+ * published block is exempt: its content is fixed by its name, so whatever
+ * file now holds the name serves as well, and a block that is gone is a
+ * plain miss (-ENOENT) rather than ESTALE, which the kernel retries only once
+ * and then hands to the application when eviction races it twice. */
+static int open_file_inode(struct kvfs_inode *ino, int flags, struct stat *st, bool any_copy) {
     struct kvfs_inode *parent;
     char name[KVFS_NAME_MAX + 1], stage[128];
     if (!kvfs_inode_location(ino, &parent, name, stage))
@@ -351,33 +355,13 @@ static int open_file_inode(struct kvfs_inode *ino, int flags, struct stat *st) {
         fd = kvfs_entry_open_any(parent->fd, name, flags);
     }
     kvfs_inode_unref(parent);
+    any_copy = any_copy && !stage[0] && kvfs_name_is_block(name, NULL);
     if (fd < 0)
-        return fd == -ENOENT ? -ESTALE : fd;
-    if (fstat(fd, st) != 0 || st->st_dev != ino->dev || st->st_ino != ino->ino ||
-        !S_ISREG(st->st_mode)) {
+        return fd == -ENOENT && !any_copy ? -ESTALE : fd;
+    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode) ||
+        (!any_copy && (st->st_dev != ino->dev || st->st_ino != ino->ino))) {
         close(fd);
         return -ESTALE;
-    }
-    return fd;
-}
-
-/* A reader's fallback when INO's file was evicted or replaced since the
- * lookup: a block's content is fixed by its name, so whatever file now holds
- * the name serves as well, and a block that is gone is a plain miss (ENOENT)
- * rather than ESTALE, which the kernel retries only once and then hands to
- * the application when eviction races it twice. Other files keep ESTALE. */
-static int open_block_by_name(struct kvfs_inode *ino, int flags, struct stat *st) {
-    struct kvfs_inode *parent;
-    char name[KVFS_NAME_MAX + 1], stage[128];
-    if (!kvfs_inode_location(ino, &parent, name, stage))
-        return -ESTALE;
-    int fd = -ESTALE;
-    if (!stage[0] && kvfs_name_is_block(name, NULL))
-        fd = kvfs_entry_open_any(parent->fd, name, flags);
-    kvfs_inode_unref(parent);
-    if (fd >= 0 && (fstat(fd, st) != 0 || !S_ISREG(st->st_mode))) {
-        close(fd);
-        fd = -ESTALE;
     }
     return fd;
 }
@@ -390,7 +374,7 @@ static int path_fd(struct kvfs_inode *ino, struct stat *st) {
             return -errno;
         return ino->fd;
     }
-    return open_file_inode(ino, O_PATH, st);
+    return open_file_inode(ino, O_PATH, st, false);
 }
 
 static void put_path_fd(struct kvfs_inode *ino, int fd) {
@@ -1047,6 +1031,14 @@ static void setup_data_path(struct fuse_file_info *fi, struct kvfs_handle *h, in
     kvfs_pt_reply_cancel();
 }
 
+/* Read faults are matched by name, so a fault-injection build names every
+ * read handle; otherwise only eviction needs the name. */
+#ifdef KVFS_FAULT_INJECTION
+#define NAME_READERS true
+#else
+#define NAME_READERS false
+#endif
+
 static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
     struct kvfs_inode *ino = kvfs_inode_get(nodeid);
     int acc = fi->flags & O_ACCMODE;
@@ -1078,10 +1070,11 @@ static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
              * passthrough, the published file is what the inode's backing
              * id must be registered from (see setup_data_path). */
             struct stat st = {.st_mode = S_IFREG | 0644};
-            int fd =
-                stage[0] ? -EPERM : open_file_inode(ino, kvfs_pt_active() ? O_RDONLY : O_PATH, &st);
+            int fd = stage[0]
+                         ? -EPERM
+                         : open_file_inode(ino, kvfs_pt_active() ? O_RDONLY : O_PATH, &st, false);
             if (fd == -EACCES && !stage[0])
-                fd = open_file_inode(ino, O_PATH, &st);
+                fd = open_file_inode(ino, O_PATH, &st, false);
             if (fd >= 0 || fd == -ESTALE) {
                 /* ESTALE: evicted or replaced since the lookup. The writer
                  * replaces the whole file anyway, so it writes a new one
@@ -1096,9 +1089,7 @@ static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
         }
     } else {
         struct stat st;
-        int fd = open_file_inode(ino, O_RDONLY | (fi->flags & O_DIRECT), &st);
-        if (fd == -ESTALE)
-            fd = open_block_by_name(ino, O_RDONLY | (fi->flags & O_DIRECT), &st);
+        int fd = open_file_inode(ino, O_RDONLY | (fi->flags & O_DIRECT), &st, true);
         if (fd >= 0 && (fi->flags & O_DIRECT))
             fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_DIRECT);
         if (fd < 0) {
@@ -1111,24 +1102,18 @@ static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
             fi->noflush = 1;
             /* Count the block open here (never evicted while open) and record
              * the access in the backing store. */
-            char nm[KVFS_NAME_MAX + 1], stg[128];
+            char stg[128];
             struct kvfs_inode *par;
-            if (kvfs_evict_enabled() && kvfs_inode_location(ino, &par, nm, stg)) {
-                if (!stg[0] && kvfs_name_is_block(nm, NULL)) {
+            if ((kvfs_evict_enabled() || NAME_READERS) &&
+                kvfs_inode_location(ino, &par, h->name, stg)) {
+                if (kvfs_evict_enabled() && !stg[0] && kvfs_name_is_block(h->name, NULL)) {
                     h->parent = par; /* the handle keeps this reference */
-                    snprintf(h->name, sizeof(h->name), "%s", nm);
                     h->indexed_open = true;
-                    kvfs_evict_opened(par, nm, fd);
+                    kvfs_evict_opened(par, h->name, fd);
                 } else {
                     kvfs_inode_unref(par);
                 }
             }
-#ifdef KVFS_FAULT_INJECTION
-            if (!h->name[0] && kvfs_inode_location(ino, &par, nm, stg)) {
-                snprintf(h->name, sizeof(h->name), "%s", nm); /* read faults match names */
-                kvfs_inode_unref(par);
-            }
-#endif
         }
     }
     if (rc) {
@@ -1209,10 +1194,11 @@ static void op_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off,
         reply_err(req, ENOMEM);
         return;
     }
-    int fault = kvfs_fault(KVFS_FAULT_READ, h->name);
-    ssize_t n = fault ? -1 : pread(h->fd, read_buf, size, off);
+    ssize_t n = kvfs_fault(KVFS_FAULT_READ, h->name);
+    if (n == 0 && (n = pread(h->fd, read_buf, size, off)) < 0)
+        n = -errno;
     if (n < 0) {
-        reply_err(req, fault ? -fault : errno);
+        reply_err(req, (int)-n);
         return;
     }
     kvfs_stat_inc(&kvfs_d.stats, read_requests);
