@@ -27,6 +27,11 @@ extern struct kvfs_daemon kvfs_d;
 
 /* The operations table (kvfs_ops.c). */
 extern const struct fuse_lowlevel_ops kvfs_ops;
+/* Once no request is served any more: releases the handles whose RELEASE
+ * never came (an unmount right after a close drops the queued RELEASE), as
+ * if it had come, so nothing due is left unpublished, no staging file is
+ * left behind and no backing id stays registered. */
+void kvfs_ops_release_all(void);
 
 /* Control directory (kvfs_ctl.c). */
 void kvfs_ctl_init(void);

@@ -225,6 +225,7 @@ int main(int argc, char **argv) {
     fuse_loop_cfg_set_clone_fd(lc, cfg->clone_fd);
     ret = cfg->threads == 1 ? fuse_session_loop(se) : fuse_session_loop_mt(se, lc);
     fuse_loop_cfg_destroy(lc);
+    kvfs_ops_release_all();
     if (ret == SIGTERM || ret == SIGINT || ret == SIGHUP)
         ret = 0; /* asked to stop: a clean unmount */
     if (ret != 0)

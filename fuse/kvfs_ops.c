@@ -72,7 +72,18 @@ struct kvfs_handle {
     size_t len;
     /* H_DIR */
     struct kvfs_listing list;
+    /* Every handle, so that those whose RELEASE never came are released at
+     * unmount (see op_destroy). */
+    struct kvfs_handle *all_prev, *all_next;
 };
+
+/* The kernel sends RELEASE asynchronously after the last close, and an
+ * unmount that follows at once aborts the connection with those still
+ * queued: the daemon would never learn of the close. */
+static struct {
+    pthread_mutex_t lock;
+    struct kvfs_handle *head;
+} all_handles = {PTHREAD_MUTEX_INITIALIZER, NULL};
 
 static void setup_data_path(struct fuse_file_info *fi, struct kvfs_handle *h, int backing_fd,
                             bool through_daemon);
@@ -92,12 +103,26 @@ static struct kvfs_handle *handle_new(enum handle_kind kind, struct kvfs_inode *
     pthread_mutex_init(&h->lock, NULL);
     if (ino)
         kvfs_inode_ref(ino);
+    pthread_mutex_lock(&all_handles.lock);
+    h->all_next = all_handles.head;
+    if (h->all_next)
+        h->all_next->all_prev = h;
+    all_handles.head = h;
+    pthread_mutex_unlock(&all_handles.lock);
     return h;
 }
 
 static void writer_remove(struct kvfs_handle *h);
 
 static void handle_free(struct kvfs_handle *h) {
+    pthread_mutex_lock(&all_handles.lock);
+    if (h->all_prev)
+        h->all_prev->all_next = h->all_next;
+    else
+        all_handles.head = h->all_next;
+    if (h->all_next)
+        h->all_next->all_prev = h->all_prev;
+    pthread_mutex_unlock(&all_handles.lock);
     writer_remove(h);
     if (h->indexed_open)
         kvfs_evict_closed(h->parent, h->name);
@@ -1183,15 +1208,20 @@ static void op_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off,
                     struct fuse_file_info *fi) {
     (void)nodeid;
     struct kvfs_handle *h = handle_of(fi);
-    if (h->kind == H_CTL) {
-        size_t start = (size_t)off < h->len ? (size_t)off : h->len;
-        size_t n = h->len - start < size ? h->len - start : size;
-        fuse_reply_buf(req, h->buf + start, n);
-        return;
-    }
     char *read_buf = thread_read_buf(size);
     if (!read_buf) {
         reply_err(req, ENOMEM);
+        return;
+    }
+    if (h->kind == H_CTL) {
+        /* Copied, not sent from h->buf: once the kernel has the reply the
+         * reader may close and its RELEASE free h->buf on another thread
+         * while this one is still returning from writev (AddressSanitizer
+         * reads the iovec after the call and reported exactly that). */
+        size_t start = (size_t)off < h->len ? (size_t)off : h->len;
+        size_t n = h->len - start < size ? h->len - start : size;
+        memcpy(read_buf, h->buf + start, n);
+        fuse_reply_buf(req, read_buf, n);
         return;
     }
     ssize_t n = kvfs_fault(KVFS_FAULT_READ, h->name);
@@ -1278,9 +1308,9 @@ static void op_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *f
     reply_err(req, rc);
 }
 
-static void op_release(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
-    (void)nodeid;
-    struct kvfs_handle *h = handle_of(fi);
+/* The last close of a handle: a writer's file is published if that is still
+ * due, its staging file removed otherwise. */
+static void release_handle(struct kvfs_handle *h) {
     if (h->kind == H_STAGE) {
         pthread_rwlock_wrlock(&h->rw);
         pthread_mutex_lock(&h->lock);
@@ -1294,6 +1324,11 @@ static void op_release(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
         pthread_rwlock_unlock(&h->rw);
     }
     handle_free(h);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
+    (void)nodeid;
+    release_handle(handle_of(fi));
     reply_err(req, 0);
 }
 
@@ -1436,8 +1471,20 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
     (void)nodeid;
-    handle_free(handle_of(fi));
+    release_handle(handle_of(fi));
     reply_err(req, 0);
+}
+
+void kvfs_ops_release_all(void) {
+    for (;;) {
+        pthread_mutex_lock(&all_handles.lock);
+        struct kvfs_handle *h = all_handles.head;
+        pthread_mutex_unlock(&all_handles.lock);
+        if (!h)
+            break;
+        kvfs_debug("released at unmount: a handle whose RELEASE never came");
+        release_handle(h);
+    }
 }
 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t nodeid, int datasync,
