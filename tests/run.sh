@@ -7,7 +7,13 @@ if [ "${KVFS_SKIP_DEPS:-0}" != 1 ]; then
   bash tests/install-deps.sh
 fi
 BUILD=${KVFS_BUILD_DIR:-build}
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# Real vLLM from PyPI for tests/vllm, in a virtual environment cached between
+# runs (KVFS_SKIP_VLLM=1 leaves those tests out).
+VLLM_PYTHON=
+if [ "${KVFS_SKIP_VLLM:-0}" != 1 ]; then
+  VLLM_PYTHON=$(bash tests/vllm/setup-venv.sh)
+fi
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVFS_VLLM_PYTHON="$VLLM_PYTHON"
 cmake --build "$BUILD" -j"$(nproc)"
 SUMMARY=$(mktemp)
 (cd "$BUILD" && ctest --output-on-failure "$@") | tee -a "$SUMMARY"
