@@ -6,6 +6,7 @@ module name so that both directories keep a conftest.py."""
 
 import importlib.util
 import mmap
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,9 @@ _spec = importlib.util.spec_from_file_location(
     "kvfs_integration_conftest", Path(__file__).resolve().parents[1] / "integration" / "conftest.py")
 _shared = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_shared)
+
+# The kvfs Python package of this source tree.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "client" / "python"))
 
 pytest_addoption = _shared.pytest_addoption
 passthrough = _shared.passthrough
@@ -51,7 +55,7 @@ class BareSpec(OffloadingSpec):
 
 
 def offloading_config(model="meta-llama/Llama-3.1-8B", dtype="bfloat16", tokens=16, tp=1,
-                      layers=4, row_bytes=64 << 10, extra=None):
+                      layers=4, row_bytes=64 << 10, extra=None, engine_id="engine-0"):
     """An OffloadingConfig as vLLM's connector normalizes it on the scheduler
     side (rank 0) for one attention group."""
     return OffloadingConfig(
@@ -59,7 +63,7 @@ def offloading_config(model="meta-llama/Llama-3.1-8B", dtype="bfloat16", tokens=
         worker_kv_bytes_per_block=row_bytes // tp,
         enable_kv_cache_events=False,
         extra_config=dict(extra or {}),
-        engine_id="engine-0",
+        engine_id=engine_id,
         model=OffloadingModelConfig(model, dtype),
         cache=OffloadingCacheConfig(tokens_per_hash=tokens, blocks_per_chunk=1),
         parallel=OffloadingParallelConfig(
