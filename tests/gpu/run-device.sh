@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/../.."
 nvidia-smi -L | tee "$OUT/machine.txt"
 timeout 200 python3 -m pytest -v -p no:cacheprovider --timeout 60 --timeout-method=thread \
-  tests/gpu/test_gpu.py --kvfs-bin "$BIN/kvfs" 2>&1 | tee "$OUT/gpu-tests.txt"
+  tests/gpu/test_gpu.py tests/gpu/test_vllm_transfer.py --kvfs-bin "$BIN/kvfs" 2>&1 | tee "$OUT/gpu-tests.txt"
 tests_rc=${PIPESTATUS[0]}
 
 bench() { # name limit backing mountpoint args...

@@ -346,14 +346,50 @@ def describe_kv_caches(kv_caches, layout_kind=None):
     return (T, H, D, dtype), layers, num_blocks
 
 
+def describe_pages(pages, block_tokens):
+    """Like describe_kv_caches, for KV caches given as pages: (tensor, page_bytes)
+    pairs, each tensor indexed by block first (vLLM's CanonicalKVCaches: one
+    tensor per layer or group of layers, a block's keys and values in one
+    page of page_bytes, keys in its first half). All pages must be equal."""
+    tensors = [t for t, _ in pages]
+    page = {int(b) for _, b in pages}
+    if len(page) != 1:
+        raise ValueError(f"all KV pages must have one size, not {sorted(page)}")
+    page = page.pop()
+    num_blocks = {int(t.shape[0]) for t in tensors}
+    if len(num_blocks) != 1:
+        raise ValueError("all KV tensors must have the same number of blocks")
+    if page % (4 * block_tokens):
+        raise ValueError(f"a {page}-byte page does not split into keys and values of "
+                         f"{block_tokens} 16-bit tokens")
+    # The file format counts 16-bit elements of [tokens, heads, head_size];
+    # a page's bytes need only be split into factors the header can hold.
+    per_token = page // (4 * block_tokens)
+    heads = next(h for h in range(1, per_token + 1) if per_token % h == 0
+                 and per_token // h <= 65535)
+    layers = []
+    for t in tensors:
+        row = t.stride(0) * t.element_size()
+        if row < page:
+            raise ValueError(f"KV tensor rows of {row} bytes are shorter than the {page}-byte page")
+        layers.append((t.data_ptr(), row, page // 2))
+    return (block_tokens, heads, per_token // heads, "fp16"), layers, num_blocks.pop()
+
+
 class CudaEngine(_Base):
     """GPU engine: stores and loads files of `blocks_per_file` GPU blocks between
     vLLM's paged KV cache (one torch tensor per layer) and ROOT."""
 
     def __init__(self, root, kv_caches, blocks_per_file, io_threads=4, numa_node="gpu",
                  staging_bytes=0, copy_engine="default", timeout=30.0, store_queue_max=4096,
-                 write_mode="auto", layout_kind=None):
-        (T, H, D, dtype), layers, num_blocks = describe_kv_caches(kv_caches, layout_kind)
+                 write_mode="auto", layout_kind=None, pages=None, block_tokens=None):
+        """KV_CACHES: vLLM's per-layer tensors; or PAGES with BLOCK_TOKENS (see
+        describe_pages), KV_CACHES then None."""
+        if pages is not None:
+            (T, H, D, dtype), layers, num_blocks = describe_pages(pages, block_tokens)
+            kv_caches = [t for t, _ in pages]
+        else:
+            (T, H, D, dtype), layers, num_blocks = describe_kv_caches(kv_caches, layout_kind)
         self.layout = Layout(len(kv_caches), T, H, D, dtype, blocks_per_file)
         self._layers = (_CudaLayer * len(layers))(*[_CudaLayer(*x) for x in layers])
         self._tensors = list(kv_caches)

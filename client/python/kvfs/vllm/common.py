@@ -5,6 +5,7 @@ import os
 import time
 
 from vllm.v1.kv_offload.base import get_offload_block_hash, get_offload_group_idx
+from vllm.v1.kv_offload.tiering.async_lookup import AsyncLookupManager
 
 from .namespace import default_name, open_namespace
 
@@ -89,3 +90,19 @@ class MountFigures:
             self._last = {k: int(out[k]) for k in ("capacity_bytes", "usage_bytes")}
             self._at = now
         return self._last
+
+
+class ExistsLookup(AsyncLookupManager):
+    """vLLM's asynchronous lookup (a step's keys checked together off the
+    scheduler thread, verdicts cached per request) over one batched libkvfs
+    existence check."""
+
+    def __init__(self, engine, name_of, tier_type):
+        super().__init__(tier_type=tier_type)
+        self._engine = engine
+        self._name_of = name_of
+
+    def batch_lookup(self, keys, req_context):
+        found = self._engine.exists([self._name_of(k) for k in keys])
+        # An error (a hung store timing out) is a miss: recomputing is safe.
+        return [v is True for v in found]

@@ -29,7 +29,6 @@ from vllm.v1.kv_offload.base import (
     OffloadKey,
     ReqContext,
 )
-from vllm.v1.kv_offload.tiering.async_lookup import AsyncLookupManager
 from vllm.v1.kv_offload.tiering.base import (
     JobResult,
     RequestOffloadingContext,
@@ -39,7 +38,7 @@ from vllm.v1.kv_offload.tiering.base import (
 )
 
 from .. import E_DROPPED, EXISTED, Engine, Layout, strerror
-from .common import MountFigures, block_name, open_run_namespace
+from .common import ExistsLookup, MountFigures, block_name, open_run_namespace
 
 logger = logging.getLogger("kvfs.vllm.tier")
 
@@ -57,17 +56,6 @@ def raw_layout(row_bytes):
     if row_bytes <= 0 or row_bytes % 4096:
         raise ValueError(f"a primary-tier row of {row_bytes} bytes is not a multiple of 4096")
     return Layout(1, 1, row_bytes // 4096, 1024, "fp16", 1)
-
-
-class _Lookup(AsyncLookupManager):
-    def __init__(self, tier, tier_type):
-        super().__init__(tier_type=tier_type)
-        self._tier = tier
-
-    def batch_lookup(self, keys, req_context):
-        found = self._tier.engine.exists([block_name(k) for k in keys])
-        # An error (a hung store timing out) is a miss: recomputing is safe.
-        return [v is True for v in found]
 
 
 class KvfsTier(SecondaryTierManager):
@@ -101,7 +89,7 @@ class KvfsTier(SecondaryTierManager):
                              timeout=io_timeout_s, store_queue_max=store_queue_max)
         self._rows = primary_kv_view.cast("B")
         self._jobs = {}  # job id -> (kvfs Job, TransferJob, is load, submit time)
-        self._lookup = _Lookup(self, tier_type)
+        self._lookup = ExistsLookup(self.engine, block_name, tier_type)
         self._figures = MountFigures(self.root)
         self._counts = {}
         logger.info("kvfs tier at %s: %d-byte blocks, %d I/O threads, %.0fs I/O timeout%s",
