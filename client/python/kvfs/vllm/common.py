@@ -1,6 +1,7 @@
 """What the kvfs tier and the kvfs spec share: the namespace fields of a vLLM
 run, block names, and the kvfs mount's own figures."""
 
+import logging
 import os
 import time
 
@@ -22,7 +23,13 @@ def hash_algo_and_seed(extra_config):
             algo = vc.cache_config.prefix_caching_hash_algo if vc is not None else None
         except ImportError:
             algo = None
-    return str(algo or "sha256"), os.environ.get("PYTHONHASHSEED", "default")
+    algo = str(algo or "sha256")
+    seed = os.environ.get("PYTHONHASHSEED", "default")
+    if algo.startswith("xxhash") and seed == "default":
+        logging.getLogger("kvfs.vllm").warning(
+            "prefix-cache hash %s without PYTHONHASHSEED: vLLM seeds it per process, so no "
+            "two servers will ever share a block; set the same PYTHONHASHSEED everywhere", algo)
+    return algo, seed
 
 
 def namespace_fields(config, bytes_per_file, kv_layout):

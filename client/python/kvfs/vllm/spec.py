@@ -17,7 +17,7 @@ checksum) and a failed, missing or corrupt file fails its job, which vLLM
 answers by recomputing those tokens, never by using the blocks.
 
 Keys of kv_connector_extra_config (defaults in brackets): root_dir (required),
-namespace [<model>_tp<N>_pp<N>], io_threads [8], staging_bytes [0: the
+namespace [<model>_tp<N>_pp<N>], io_threads [16], staging_bytes [0: the
 library's default], copy_engine ["default"; "dma" or "kernel"],
 io_timeout_s [30], store_queue_max [4096]; vLLM's own block_size or
 blocks_per_chunk set how many GPU blocks (tokens) go in one file."""
@@ -46,7 +46,14 @@ from .tier import raw_layout
 
 logger = logging.getLogger("kvfs.vllm.spec")
 
-DEFAULTS = {"namespace": None, "io_threads": 8, "staging_bytes": 0, "copy_engine": "default",
+# kv_connector_extra_config keys that belong to vLLM's connector, not to us.
+CONNECTOR_KEYS = {"spec_name", "spec_module_path", "block_size", "blocks_per_chunk",
+                  "offload_prompt_only", "self_describing_kv_events",
+                  "max_recompute_pending_tokens", "store_threshold", "max_tracker_size",
+                  "eviction_policy", "cache_policy_module_path", "canonical_layout",
+                  "load_timeout_seconds"}
+
+DEFAULTS = {"namespace": None, "io_threads": 16, "staging_bytes": 0, "copy_engine": "default",
             "io_timeout_s": 30.0, "store_queue_max": 4096}
 
 
@@ -68,10 +75,7 @@ def rank_dir(rank):
 class KvfsOffloadingSpec(OffloadingSpec):
     def __init__(self, config):
         super().__init__(config)
-        unknown = set(self.extra_config) - set(DEFAULTS) - {
-            "root_dir", "spec_name", "spec_module_path", "block_size", "blocks_per_chunk",
-            "offload_prompt_only", "self_describing_kv_events", "max_recompute_pending_tokens",
-            "hash_algo"}
+        unknown = set(self.extra_config) - set(DEFAULTS) - {"root_dir", "hash_algo"} - CONNECTOR_KEYS
         if unknown:
             raise ValueError(f"unknown kvfs spec keys: {', '.join(sorted(unknown))}")
         if not self.extra_config.get("root_dir"):

@@ -75,7 +75,7 @@ class KvfsTier(SecondaryTierManager):
         }
 
     def __init__(self, offloading_spec, primary_kv_view: memoryview, tier_type: str,
-                 root_dir: str, namespace: str | None = None, io_threads: int = 8,
+                 root_dir: str, namespace: str | None = None, io_threads: int = 16,
                  io_timeout_s: float = 30.0, store_queue_max: int = 4096,
                  locality: str | None = None, backpressure_detector=None):
         super().__init__(offloading_spec, primary_kv_view, tier_type, backpressure_detector)
