@@ -12,3 +12,13 @@ if ! python3 -c 'import pytest' 2>/dev/null; then
   # externally managed, so it gets Debian's package instead.
   python3 -m pip install --quiet pytest 2>/dev/null || apt-get install -y python3-pytest
 fi
+# The Kubernetes manifests are checked offline: schemas from kubernetes-validate
+# (PyPI), `kubectl kustomize` for the kustomization (Debian's kubectl where the
+# machine has none).
+if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+  python3 -m pip install --quiet kubernetes-validate 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages kubernetes-validate
+fi
+if ! command -v kubectl >/dev/null; then
+  apt-get install -y --no-install-recommends kubernetes-client
+fi
