@@ -20,6 +20,7 @@ void kvfs_config_defaults(struct kvfs_config *cfg) {
     cfg->threads = 16;
     cfg->log_level = KVFS_LOG_INFO;
     cfg->staging_grace = 3600;
+    cfg->request_timeout = 60;
     cfg->evict_high = 95;
     cfg->evict_low = 85;
     cfg->lease_ttl = 30;
@@ -196,6 +197,7 @@ int kvfs_config_apply_option(struct kvfs_config *cfg, const char *opt, char *err
                  {"evict_low", &cfg->evict_low, 0, 99},
                  {"evict_lease_ttl", &cfg->lease_ttl, 2, 3600},
                  {"atime_interval", &cfg->atime_interval, 0, 86400},
+                 {"request_timeout", &cfg->request_timeout, 0, 86400},
                  {"rescan_interval", &cfg->rescan_interval, 1, 86400}};
     for (size_t i = 0; i < sizeof(uints) / sizeof(uints[0]); i++)
         if (strcmp(name, uints[i].name) == 0)
@@ -406,6 +408,9 @@ void kvfs_config_usage(const char *prog, void *stream) {
             "                         NFS for other nodes to see data with the name)\n"
             "  staging_grace=SEC      age after which an unpublished staging file left by a\n"
             "                         crash is removed (3600)\n"
+            "  request_timeout=SEC    answer a request still unfinished after SEC with EIO,\n"
+            "                         so a hung backing store fails callers instead of\n"
+            "                         hanging them (60; 0: wait forever)\n"
             "  allow_other, noallow_other, default_permissions, nodefault_permissions\n"
             "                         (allow_other and default_permissions are on as root)\n"
             "\n"

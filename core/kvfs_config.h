@@ -28,15 +28,16 @@ struct kvfs_config {
     bool show_help;
     bool show_version;
 
-    double entry_timeout;    /* s: kernel dentry cache for published blocks */
-    double attr_timeout;     /* s: kernel attribute cache for published blocks */
-    double negative_timeout; /* s: kernel cache of "no such block" */
-    double meta_timeout;     /* s: dentries/attributes of directories and non-block files */
-    unsigned threads;        /* maximum FUSE worker threads */
-    bool clone_fd;           /* one /dev/fuse descriptor per worker */
-    int log_level;           /* enum kvfs_log_level */
-    bool durable;            /* fdatasync a file before publishing it */
-    unsigned staging_grace;  /* s: age after which a staging file is debris */
+    double entry_timeout;     /* s: kernel dentry cache for published blocks */
+    double attr_timeout;      /* s: kernel attribute cache for published blocks */
+    double negative_timeout;  /* s: kernel cache of "no such block" */
+    double meta_timeout;      /* s: dentries/attributes of directories and non-block files */
+    unsigned threads;         /* maximum FUSE worker threads */
+    bool clone_fd;            /* one /dev/fuse descriptor per worker */
+    int log_level;            /* enum kvfs_log_level */
+    bool durable;             /* fdatasync a file before publishing it */
+    unsigned staging_grace;   /* s: age after which a staging file is debris */
+    unsigned request_timeout; /* s: a request still unanswered is failed with EIO (0: never) */
     /* Capacity and eviction (0 capacity: nothing is ever evicted). */
     uint64_t capacity_bytes;  /* capacity=SIZE */
     double capacity_pct;      /* capacity=PCT%: of the backing filesystem's size */

@@ -9,12 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_FAULTS 16
 
 struct fault {
     enum kvfs_fault_site site;
-    int err;
+    int err;       /* 0 for a hang */
+    unsigned hang; /* s: HANG[N] stalls the operation, then lets it proceed */
     char prefix[KVFS_NAME_MAX + 1];
 };
 
@@ -56,8 +58,17 @@ static int parse_one(char *item, struct fault *f, char *err, size_t errlen) {
         snprintf(err, errlen, "fault site '%s' unknown (create, write, publish or read)", site);
         return -EINVAL;
     }
-    f->err = parse_errno(e);
-    if (f->err < 0) {
+    f->hang = 0;
+    if (strncmp(e, "HANG", 4) == 0) {
+        char *end;
+        unsigned long secs = e[4] ? strtoul(e + 4, &end, 10) : 5;
+        if ((e[4] && (*end || end == e + 4)) || secs < 1 || secs > 600) {
+            snprintf(err, errlen, "fault '%s': HANG takes 1 to 600 seconds (HANG5)", e);
+            return -EINVAL;
+        }
+        f->hang = (unsigned)secs;
+        f->err = 0;
+    } else if ((f->err = parse_errno(e)) < 0) {
         snprintf(err, errlen, "fault errno '%s' unknown (a name such as EIO, or a number)", e);
         return -EINVAL;
     }
@@ -93,9 +104,14 @@ int kvfs_fault_setup(const char *spec, char *err, size_t errlen) {
         return rc;
     memcpy(faults, parsed, sizeof(parsed[0]) * (size_t)n);
     nfaults = n;
-    for (int i = 0; i < n; i++)
-        kvfs_warn("fault injection: %s fails with %s on names starting with '%s'",
-                  site_names[faults[i].site], strerror(faults[i].err), faults[i].prefix);
+    for (int i = 0; i < n; i++) {
+        if (faults[i].hang)
+            kvfs_warn("fault injection: %s stalls %u s on names starting with '%s'",
+                      site_names[faults[i].site], faults[i].hang, faults[i].prefix);
+        else
+            kvfs_warn("fault injection: %s fails with %s on names starting with '%s'",
+                      site_names[faults[i].site], strerror(faults[i].err), faults[i].prefix);
+    }
     return 0;
 }
 
@@ -106,6 +122,13 @@ int kvfs_fault(enum kvfs_fault_site site, const char *name) {
             continue;
         if (f->prefix[0] && (!name || strncmp(name, f->prefix, strlen(f->prefix)) != 0))
             continue;
+        if (f->hang) {
+            /* A stuck backing store: the operation waits, then proceeds. */
+            kvfs_debug("fault injected: %s of '%s' stalls %u s", site_names[site], name ? name : "",
+                       f->hang);
+            sleep(f->hang);
+            return 0;
+        }
         kvfs_debug("fault injected: %s of '%s' fails with %s", site_names[site], name ? name : "",
                    strerror(f->err));
         return -f->err;

@@ -11,7 +11,9 @@
  *
  * The spec (environment variable KVFS_FAULTS) is a comma-separated list of
  * SITE:ERRNO[:PREFIX]: operation SITE on any name starting with PREFIX (every
- * name if none) fails with ERRNO (a name such as EIO, or a number). */
+ * name if none) fails with ERRNO (a name such as EIO, or a number). ERRNO
+ * HANG or HANG<N> instead stalls the operation N seconds (5) and then lets it
+ * proceed, as a backing store that stops answering for a while does. */
 #ifndef KVFS_FAULT_H
 #define KVFS_FAULT_H
 

@@ -29,6 +29,8 @@
     X(renames, "Renames through the mount")                                                        \
     X(refused, "Requests refused as bad input (reserved names, immutable files, escapes)")         \
     X(errors, "Requests that failed with an error from the backing store")                         \
+    X(requests_timed_out,                                                                          \
+      "Requests answered with EIO after request_timeout (a hung backing store)")                   \
     X(staging_collected, "Stale staging files removed")                                            \
     X(blocks_evicted, "Blocks removed by eviction")                                                \
     X(bytes_evicted, "Bytes removed by eviction")                                                  \

@@ -4,6 +4,7 @@
  * collects staging files left by crashed writers in the background. */
 #define _GNU_SOURCE
 #include "kvfs_daemon.h"
+#include "kvfs_deadline.h"
 #include "kvfs_evict.h"
 #include "kvfs_http.h"
 #include "kvfs_inode.h"
@@ -213,6 +214,11 @@ int main(int argc, char **argv) {
     }
     if (cfg->metrics_port && kvfs_http_start(cfg->metrics_host, cfg->metrics_port) != 0)
         goto out_evict;
+    erc = kvfs_deadline_start(cfg->request_timeout);
+    if (erc != 0) {
+        kvfs_error("cannot start the request watchdog: %s", strerror(-erc));
+        goto out_gc;
+    }
 
     gc_running = pthread_create(&gc, NULL, gc_thread, NULL) == 0;
     if (!gc_running)
@@ -225,6 +231,7 @@ int main(int argc, char **argv) {
     fuse_loop_cfg_set_clone_fd(lc, cfg->clone_fd);
     ret = cfg->threads == 1 ? fuse_session_loop(se) : fuse_session_loop_mt(se, lc);
     fuse_loop_cfg_destroy(lc);
+    kvfs_deadline_stop();
     kvfs_ops_release_all();
     if (ret == SIGTERM || ret == SIGINT || ret == SIGHUP)
         ret = 0; /* asked to stop: a clean unmount */

@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -72,9 +73,12 @@ struct kvfs_handle {
     size_t len;
     /* H_DIR */
     struct kvfs_listing list;
-    /* Every handle, so that those whose RELEASE never came are released at
-     * unmount (see op_destroy). */
+    /* Every handle, so that those whose RELEASE never came are released when
+     * the session ends (kvfs_ops_release_all). */
     struct kvfs_handle *all_prev, *all_next;
+    /* Requests being served on this handle (see handle_hold). */
+    _Atomic int users;
+    pthread_cond_t idle;
 };
 
 /* The kernel sends RELEASE asynchronously after the last close, and an
@@ -92,6 +96,32 @@ static struct kvfs_handle *handle_of(struct fuse_file_info *fi) {
     return (struct kvfs_handle *)(uintptr_t)fi->fh;
 }
 
+/* The kernel sends RELEASE only after every request on a file is answered,
+ * but a request that request_timeout answered early (kvfs_deadline) may
+ * still be running here: each request that uses a handle holds it, and
+ * release waits until none does before freeing it. */
+static struct kvfs_handle *handle_hold(struct fuse_file_info *fi) {
+    struct kvfs_handle *h = fi ? handle_of(fi) : NULL;
+    if (h)
+        atomic_fetch_add(&h->users, 1);
+    return h;
+}
+
+static void handle_unhold(struct kvfs_handle *h) {
+    if (h && atomic_fetch_sub(&h->users, 1) == 1) {
+        pthread_mutex_lock(&h->lock);
+        pthread_cond_broadcast(&h->idle);
+        pthread_mutex_unlock(&h->lock);
+    }
+}
+
+static void handle_wait_idle(struct kvfs_handle *h) {
+    pthread_mutex_lock(&h->lock);
+    while (atomic_load(&h->users) > 0)
+        pthread_cond_wait(&h->idle, &h->lock);
+    pthread_mutex_unlock(&h->lock);
+}
+
 static struct kvfs_handle *handle_new(enum handle_kind kind, struct kvfs_inode *ino) {
     struct kvfs_handle *h = calloc(1, sizeof(*h));
     if (!h)
@@ -101,6 +131,7 @@ static struct kvfs_handle *handle_new(enum handle_kind kind, struct kvfs_inode *
     h->ino = ino;
     pthread_rwlock_init(&h->rw, NULL);
     pthread_mutex_init(&h->lock, NULL);
+    pthread_cond_init(&h->idle, NULL);
     if (ino)
         kvfs_inode_ref(ino);
     pthread_mutex_lock(&all_handles.lock);
@@ -138,6 +169,7 @@ static void handle_free(struct kvfs_handle *h) {
     kvfs_listing_free(&h->list);
     pthread_rwlock_destroy(&h->rw);
     pthread_mutex_destroy(&h->lock);
+    pthread_cond_destroy(&h->idle);
     free(h);
 }
 
@@ -516,7 +548,7 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
     fuse_reply_none(req);
 }
 
-static void op_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
+static void serve_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
     struct kvfs_inode *ino = kvfs_inode_get(nodeid);
     struct stat st;
     if (is_ctl(ino)) {
@@ -542,8 +574,8 @@ static void op_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
     fuse_reply_attr(req, &st, attr_timeout_of(ino, st.st_mode));
 }
 
-static void op_setattr(fuse_req_t req, fuse_ino_t nodeid, struct stat *attr, int to_set,
-                       struct fuse_file_info *fi) {
+static void serve_setattr(fuse_req_t req, fuse_ino_t nodeid, struct stat *attr, int to_set,
+                          struct fuse_file_info *fi) {
     struct kvfs_inode *ino = kvfs_inode_get(nodeid);
     if (is_ctl(ino)) {
         reply_err(req, EROFS);
@@ -1204,8 +1236,8 @@ static char *thread_read_buf(size_t size) {
     return b->p;
 }
 
-static void op_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off,
-                    struct fuse_file_info *fi) {
+static void serve_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off,
+                       struct fuse_file_info *fi) {
     (void)nodeid;
     struct kvfs_handle *h = handle_of(fi);
     char *read_buf = thread_read_buf(size);
@@ -1236,8 +1268,8 @@ static void op_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off,
     fuse_reply_buf(req, read_buf, (size_t)n);
 }
 
-static void op_write_buf(fuse_req_t req, fuse_ino_t nodeid, struct fuse_bufvec *in, off_t off,
-                         struct fuse_file_info *fi) {
+static void serve_write_buf(fuse_req_t req, fuse_ino_t nodeid, struct fuse_bufvec *in, off_t off,
+                            struct fuse_file_info *fi) {
     (void)nodeid;
     struct kvfs_handle *h = handle_of(fi);
     if (h->kind != H_STAGE) {
@@ -1284,7 +1316,7 @@ static void op_write_buf(fuse_req_t req, fuse_ino_t nodeid, struct fuse_bufvec *
     fuse_reply_write(req, (size_t)n);
 }
 
-static void op_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
+static void serve_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
     (void)nodeid;
     struct kvfs_handle *h = handle_of(fi);
     if (h->kind != H_STAGE) {
@@ -1311,6 +1343,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *f
 /* The last close of a handle: a writer's file is published if that is still
  * due, its staging file removed otherwise. */
 static void release_handle(struct kvfs_handle *h) {
+    handle_wait_idle(h);
     if (h->kind == H_STAGE) {
         pthread_rwlock_wrlock(&h->rw);
         pthread_mutex_lock(&h->lock);
@@ -1332,7 +1365,8 @@ static void op_release(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
     reply_err(req, 0);
 }
 
-static void op_fsync(fuse_req_t req, fuse_ino_t nodeid, int datasync, struct fuse_file_info *fi) {
+static void serve_fsync(fuse_req_t req, fuse_ino_t nodeid, int datasync,
+                        struct fuse_file_info *fi) {
     (void)nodeid;
     struct kvfs_handle *h = handle_of(fi);
     int rc = 0;
@@ -1460,13 +1494,17 @@ static void do_readdir(fuse_req_t req, size_t size, off_t off, struct fuse_file_
 static void op_readdir(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off,
                        struct fuse_file_info *fi) {
     (void)nodeid;
+    struct kvfs_handle *h = handle_hold(fi);
     do_readdir(req, size, off, fi, false);
+    handle_unhold(h);
 }
 
 static void op_readdirplus(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off,
                            struct fuse_file_info *fi) {
     (void)nodeid;
+    struct kvfs_handle *h = handle_hold(fi);
     do_readdir(req, size, off, fi, true);
+    handle_unhold(h);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
@@ -1621,6 +1659,47 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t nodeid, const char *name) 
         rc = removexattr(proc, name) == 0 ? 0 : -errno;
     put_path_fd(kvfs_inode_get(nodeid), fd);
     reply_err(req, rc);
+}
+
+/* ---- requests on an open handle, each holding it while it is served ---- */
+
+static void op_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
+    struct kvfs_handle *h = handle_hold(fi);
+    serve_getattr(req, nodeid, fi);
+    handle_unhold(h);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t nodeid, struct stat *attr, int to_set,
+                       struct fuse_file_info *fi) {
+    struct kvfs_handle *h = handle_hold(fi);
+    serve_setattr(req, nodeid, attr, to_set, fi);
+    handle_unhold(h);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off,
+                    struct fuse_file_info *fi) {
+    struct kvfs_handle *h = handle_hold(fi);
+    serve_read(req, nodeid, size, off, fi);
+    handle_unhold(h);
+}
+
+static void op_write_buf(fuse_req_t req, fuse_ino_t nodeid, struct fuse_bufvec *in, off_t off,
+                         struct fuse_file_info *fi) {
+    struct kvfs_handle *h = handle_hold(fi);
+    serve_write_buf(req, nodeid, in, off, fi);
+    handle_unhold(h);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
+    struct kvfs_handle *h = handle_hold(fi);
+    serve_flush(req, nodeid, fi);
+    handle_unhold(h);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t nodeid, int datasync, struct fuse_file_info *fi) {
+    struct kvfs_handle *h = handle_hold(fi);
+    serve_fsync(req, nodeid, datasync, fi);
+    handle_unhold(h);
 }
 
 const struct fuse_lowlevel_ops kvfs_ops = {

@@ -24,6 +24,7 @@
  * pipe-max-size is raised, in which case libfuse silently copies anyway. */
 #define _GNU_SOURCE
 #include "kvfs_passthrough.h"
+#include "kvfs_deadline.h"
 #include "kvfs_daemon.h"
 
 #include "../core/kvfs_log.h"
@@ -230,6 +231,10 @@ static void probe(void) {
 static ssize_t kvfs_read(int fd, void *buf, size_t len, void *userdata) {
     (void)userdata;
     ssize_t n = read(fd, buf, len);
+    if (n >= (ssize_t)sizeof(struct k_in_header)) {
+        const struct k_in_header *h = buf;
+        kvfs_deadline_begin(fd, h->unique, h->opcode);
+    }
     if (n >= (ssize_t)(sizeof(struct k_in_header) + sizeof(struct k_init_in))) {
         const struct k_in_header *h = buf;
         if (h->opcode == K_FUSE_INIT) {
@@ -245,6 +250,7 @@ static ssize_t kvfs_writev(int fd, struct iovec *iov, int count, void *userdata)
     (void)userdata;
     const struct k_out_header *oh = iov[0].iov_base;
     bool ok = count >= 2 && oh->error == 0;
+    kvfs_deadline_end(oh->unique);
     if (init_pending) {
         init_pending = false;
         struct k_init_out_head init;

@@ -131,7 +131,63 @@ def test_read_error_is_reported_and_block_kept(mount_factory, backing, faults):
     check_still_serving(m, 4)
 
 
-@pytest.mark.parametrize("spec", ["write", "nosuch:EIO", "write:EBOGUS", "read:0", "write:EIO:" + "a" * 300])
+def test_hung_backing_store_fails_the_request_not_the_caller(mount_factory, backing, faults):
+    """A create that the backing store holds for 4 s is answered with EIO
+    after request_timeout (1 s); meanwhile the daemon serves everything else,
+    and when the store answers at last, the late create leaves nothing behind."""
+    import threading
+    import time
+
+    m = mount_factory(backing, options=["request_timeout=1"], env=faults(f"create:HANG4:{PREFIX}"))
+    name = faulty_name(5)
+    result = {}
+
+    def stuck_writer():
+        t0 = time.time()
+        try:
+            os.open(m.mnt / name, os.O_CREAT | os.O_WRONLY, 0o644)
+            result["err"] = 0
+        except OSError as e:
+            result["err"] = e.errno
+        result["seconds"] = time.time() - t0
+
+    t = threading.Thread(target=stuck_writer)
+    t.start()
+    time.sleep(0.2)
+    check_still_serving(m, 5)  # other requests go on while that one is stuck
+    t.join(10)
+    assert result == {"err": errno.EIO, "seconds": pytest.approx(1.0, abs=1.2)}
+    assert m.stats()["requests_timed_out"] == 1
+    assert "answered with EIO after" in m.log()
+    time.sleep(4)  # the store answers; the daemon's late reply finds no caller
+    assert not os.path.exists(m.mnt / name)
+    assert staging_files(backing) == []
+    check_still_serving(m, 6)
+
+
+def test_hung_read_through_the_daemon_times_out(mount_factory, backing, faults):
+    m = mount_factory(backing, options=["passthrough=off", "request_timeout=1"],
+                      env=faults(f"read:HANG3:{PREFIX}"))
+    name = faulty_name(7)
+    data = block_data(name, 1 << 16)
+    assert write_block(m.mnt / name, data) == 0
+    with pytest.raises(OSError) as e:
+        (m.mnt / name).read_bytes()
+    assert e.value.errno == errno.EIO
+    assert m.stats()["requests_timed_out"] >= 1
+    check_still_serving(m, 7)
+
+
+def test_no_timeout_without_request_timeout(mount_factory, backing, faults):
+    """request_timeout=0: a slow store is waited for, and the create succeeds."""
+    m = mount_factory(backing, options=["request_timeout=0"], env=faults(f"create:HANG2:{PREFIX}"))
+    name = faulty_name(8)
+    assert write_block(m.mnt / name, block_data(name, 4096)) == 0
+    assert m.stats()["requests_timed_out"] == 0
+
+
+@pytest.mark.parametrize("spec", ["write", "nosuch:EIO", "write:EBOGUS", "read:0", "write:EIO:" + "a" * 300,
+                                  "create:HANG0", "create:HANGx", "create:HANG601"])
 def test_bad_fault_spec_refused(kvfs_bin, backing, tmp_path, faults, spec):
     r = subprocess.run([kvfs_bin, "-f", str(backing), str(tmp_path)], capture_output=True,
                        text=True, env=dict(os.environ, KVFS_FAULTS=spec), timeout=10)
