@@ -47,7 +47,8 @@ START_TEST(good_options) {
     char err[256];
     ck_assert_int_eq(parse(&c, err, 6, "-f", "-o",
                            "entry_timeout=10,attr_timeout=2.5,negative_timeout=0,threads=4,"
-                           "log_level=debug,durable,staging_grace=60,noallow_other",
+                           "log_level=debug,durable,staging_grace=60,noallow_other,"
+                           "request_timeout=5",
                            "/b", "/m"),
                      0);
     ck_assert(c.foreground);
@@ -58,6 +59,7 @@ START_TEST(good_options) {
     ck_assert_int_eq(c.log_level, KVFS_LOG_DEBUG);
     ck_assert(c.durable);
     ck_assert_uint_eq(c.staging_grace, 60);
+    ck_assert_uint_eq(c.request_timeout, 5);
     ck_assert_int_eq(c.allow_other, 0);
     ck_assert_int_eq(c.passthrough, KVFS_PT_AUTO);
     ck_assert_int_eq(parse(&c, err, 5, "-o", "passthrough=reads", "/b", "/m"), 0);
@@ -99,6 +101,8 @@ START_TEST(bad_options) {
         {"nosuid=1", "takes no value"},
         {"fsname=", "needs a value"},
         {"staging_grace=0", "staging_grace"},
+        {"request_timeout=-1", "request_timeout"},
+        {"request_timeout=99999999", "request_timeout"},
         {"durable,,threads=2", "empty option"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
