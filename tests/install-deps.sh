@@ -15,10 +15,13 @@ fi
 # The Kubernetes manifests are checked offline: schemas from kubernetes-validate
 # (PyPI), `kubectl kustomize` for the kustomization (Debian's kubectl where the
 # machine has none).
-if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
-  python3 -m pip install --quiet kubernetes-validate 2>/dev/null ||
-    python3 -m pip install --quiet --break-system-packages kubernetes-validate
-fi
+# Atheris drives libFuzzer over the Python namespace guard (tests/fuzz).
+for mod in kubernetes_validate:kubernetes-validate atheris:atheris; do
+  if ! python3 -c "import ${mod%%:*}" 2>/dev/null; then
+    python3 -m pip install --quiet "${mod#*:}" 2>/dev/null ||
+      python3 -m pip install --quiet --break-system-packages "${mod#*:}"
+  fi
+done
 if ! command -v kubectl >/dev/null; then
   apt-get install -y --no-install-recommends kubernetes-client
 fi

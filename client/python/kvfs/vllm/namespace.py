@@ -96,7 +96,7 @@ def open_namespace(root, name, fields):
     try:
         with open(path) as f:
             stored = json.load(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # nesting too deep: found by fuzzing
         raise RuntimeError(f"kvfs namespace metadata {path} is unreadable ({e}); "
                            f"refusing to use its blocks") from e
     if not isinstance(stored, dict):
