@@ -135,11 +135,14 @@ static void *watchdog(void *arg) {
     uint64_t step = dl.timeout_ns / 4 < 1000000000u ? dl.timeout_ns / 4 : 1000000000u;
     pthread_mutex_lock(&dl.lock);
     while (!dl.stopping) {
-        uint64_t now = now_ns();
         for (struct slot *s = dl.slots; s; s = s->next) {
             uint64_t u = atomic_load(&s->unique);
             uint64_t since = atomic_load(&s->since);
-            if (!u || now - since < dl.timeout_ns)
+            /* Read the clock after the slot: a request that began after an
+             * earlier reading would look 2^64 ns old (the soak caught that
+             * answering fresh reads with EIO). */
+            uint64_t now = now_ns();
+            if (!u || since > now || now - since < dl.timeout_ns)
                 continue;
             int fd = atomic_load(&s->fd);
             uint32_t op = atomic_load(&s->opcode);

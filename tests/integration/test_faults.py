@@ -165,6 +165,40 @@ def test_hung_backing_store_fails_the_request_not_the_caller(mount_factory, back
     check_still_serving(m, 6)
 
 
+def test_healthy_requests_never_time_out(mount_factory, backing):
+    """A short request_timeout must never fail a request that is answered in
+    time, however many there are (the watchdog once compared a request's start
+    with an older clock reading and failed fresh reads). Any build."""
+    import threading
+    import time
+
+    m = mount_factory(backing, options=["request_timeout=1", "passthrough=off"])
+    names = [healthy_name(100 + i) for i in range(8)]
+    for n in names:
+        assert write_block(m.mnt / n, block_data(n, 1 << 16)) == 0
+    errors = []
+    stop = time.time() + 5
+
+    def loop(i):
+        while time.time() < stop:
+            n = names[i % len(names)]
+            i += 1
+            try:
+                assert (m.mnt / n).read_bytes() == block_data(n, 1 << 16)
+                os.stat(m.mnt / n)
+            except (OSError, AssertionError) as e:
+                errors.append(e)
+                return
+
+    ts = [threading.Thread(target=loop, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert errors == []
+    assert m.stats()["requests_timed_out"] == 0
+
+
 def test_hung_read_through_the_daemon_times_out(mount_factory, backing, faults):
     m = mount_factory(backing, options=["passthrough=off", "request_timeout=1"],
                       env=faults(f"read:HANG3:{PREFIX}"))
