@@ -96,10 +96,11 @@ static struct kvfs_handle *handle_of(struct fuse_file_info *fi) {
     return (struct kvfs_handle *)(uintptr_t)fi->fh;
 }
 
-/* The kernel sends RELEASE only after every request on a file is answered,
- * but a request that request_timeout answered early (kvfs_deadline) may
- * still be running here: each request that uses a handle holds it, and
- * release waits until none does before freeing it. */
+/* The kernel sends RELEASE once every request on a file is answered, but a
+ * request may still be running here after that: one that request_timeout
+ * answered early (kvfs_deadline), or one returning from the writev of its
+ * reply. Each request that uses a handle holds it, and release waits until
+ * none does before freeing it. */
 static struct kvfs_handle *handle_hold(struct fuse_file_info *fi) {
     struct kvfs_handle *h = fi ? handle_of(fi) : NULL;
     if (h)
@@ -107,12 +108,15 @@ static struct kvfs_handle *handle_hold(struct fuse_file_info *fi) {
     return h;
 }
 
+/* The count drops under the lock release waits on: dropped outside it, the
+ * last holder could still be about to lock a handle release has freed. */
 static void handle_unhold(struct kvfs_handle *h) {
-    if (h && atomic_fetch_sub(&h->users, 1) == 1) {
-        pthread_mutex_lock(&h->lock);
+    if (!h)
+        return;
+    pthread_mutex_lock(&h->lock);
+    if (atomic_fetch_sub(&h->users, 1) == 1)
         pthread_cond_broadcast(&h->idle);
-        pthread_mutex_unlock(&h->lock);
-    }
+    pthread_mutex_unlock(&h->lock);
 }
 
 static void handle_wait_idle(struct kvfs_handle *h) {
@@ -1240,20 +1244,17 @@ static void serve_read(fuse_req_t req, fuse_ino_t nodeid, size_t size, off_t off
                        struct fuse_file_info *fi) {
     (void)nodeid;
     struct kvfs_handle *h = handle_of(fi);
+    if (h->kind == H_CTL) {
+        /* Sent from h->buf: op_read holds the handle, so a RELEASE that
+         * follows the reply cannot free it while writev is returning. */
+        size_t start = (size_t)off < h->len ? (size_t)off : h->len;
+        size_t n = h->len - start < size ? h->len - start : size;
+        fuse_reply_buf(req, h->buf + start, n);
+        return;
+    }
     char *read_buf = thread_read_buf(size);
     if (!read_buf) {
         reply_err(req, ENOMEM);
-        return;
-    }
-    if (h->kind == H_CTL) {
-        /* Copied, not sent from h->buf: once the kernel has the reply the
-         * reader may close and its RELEASE free h->buf on another thread
-         * while this one is still returning from writev (AddressSanitizer
-         * reads the iovec after the call and reported exactly that). */
-        size_t start = (size_t)off < h->len ? (size_t)off : h->len;
-        size_t n = h->len - start < size ? h->len - start : size;
-        memcpy(read_buf, h->buf + start, n);
-        fuse_reply_buf(req, read_buf, n);
         return;
     }
     ssize_t n = kvfs_fault(KVFS_FAULT_READ, h->name);
