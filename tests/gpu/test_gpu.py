@@ -3,11 +3,6 @@ through a kvfs mount (backing on /dev/shm) into zeroed tensors and come back
 bitwise equal, for both layouts, several dtypes and both copy engines; a
 corrupted file is reported as a failed load and leaves the GPU blocks alone."""
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -17,15 +12,6 @@ if not torch.cuda.is_available():
 import kvfs as kv  # noqa: E402
 
 LAYERS, BLOCKS, T, H, D = 4, 64, 16, 8, 128
-
-
-@pytest.fixture
-def shm_mount(mount_factory):
-    backing = Path(tempfile.mkdtemp(prefix="kvfs-gpu-", dir="/dev/shm"))
-    try:
-        yield mount_factory(backing)
-    finally:
-        shutil.rmtree(backing, ignore_errors=True)
 
 
 def make_caches(kind, dtype, padded=False):

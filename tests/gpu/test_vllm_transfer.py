@@ -8,9 +8,6 @@ needed (the GPU machine has none); the same class is driven by vLLM's
 connector through KvfsOffloadingWorker."""
 
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -21,15 +18,6 @@ if not torch.cuda.is_available():
 from kvfs.vllm.transfer import PageTransfer  # noqa: E402
 
 LAYERS, BLOCKS, T, H, D = 4, 64, 16, 8, 128
-
-
-@pytest.fixture
-def shm_mount(mount_factory):
-    backing = Path(tempfile.mkdtemp(prefix="kvfs-gpu-", dir="/dev/shm"))
-    try:
-        yield mount_factory(backing)
-    finally:
-        shutil.rmtree(backing, ignore_errors=True)
 
 
 def canonical_pages(dtype=torch.bfloat16, pad_bytes=0):

@@ -117,16 +117,23 @@ def test_create_error(mount_factory, backing, faults):
     check_still_serving(m, 3)
 
 
+def read_back_faulty(m, i, size):
+    """Writes faulty block I of SIZE bytes through M and reads it back, which
+    must fail: (its name, its content, the read's errno)."""
+    name = faulty_name(i)
+    data = block_data(name, size)
+    assert write_block(m.mnt / name, data) == 0
+    with pytest.raises(OSError) as e:
+        (m.mnt / name).read_bytes()
+    return name, data, e.value.errno
+
+
 def test_read_error_is_reported_and_block_kept(mount_factory, backing, faults):
     """A failed load is reported as failed, never as short or wrong data, and
     the stored block is not harmed by it."""
     m = mount_factory(backing, options=["passthrough=off"], env=faults(f"read:EIO:{PREFIX}"))
-    name = faulty_name(4)
-    data = block_data(name, 1 << 20)
-    assert write_block(m.mnt / name, data) == 0
-    with pytest.raises(OSError) as e:
-        (m.mnt / name).read_bytes()
-    assert e.value.errno == errno.EIO
+    name, data, err = read_back_faulty(m, 4, 1 << 20)
+    assert err == errno.EIO
     assert (backing / ".kvfs-blocks" / name[:3] / name).read_bytes() == data
     check_still_serving(m, 4)
 
@@ -202,12 +209,7 @@ def test_healthy_requests_never_time_out(mount_factory, backing):
 def test_hung_read_through_the_daemon_times_out(mount_factory, backing, faults):
     m = mount_factory(backing, options=["passthrough=off", "request_timeout=1"],
                       env=faults(f"read:HANG3:{PREFIX}"))
-    name = faulty_name(7)
-    data = block_data(name, 1 << 16)
-    assert write_block(m.mnt / name, data) == 0
-    with pytest.raises(OSError) as e:
-        (m.mnt / name).read_bytes()
-    assert e.value.errno == errno.EIO
+    assert read_back_faulty(m, 7, 1 << 16)[2] == errno.EIO
     assert m.stats()["requests_timed_out"] >= 1
     check_still_serving(m, 7)
 

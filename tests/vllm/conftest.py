@@ -7,6 +7,7 @@ module name so that both directories keep a conftest.py."""
 import importlib.util
 import mmap
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +17,11 @@ _spec = importlib.util.spec_from_file_location(
     "kvfs_integration_conftest", Path(__file__).resolve().parents[1] / "integration" / "conftest.py")
 _shared = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_shared)
+# Fixtures, hooks and helpers: kvfs, mount_factory, backing, pytest_addoption, ...
+globals().update({k: v for k, v in vars(_shared).items() if not k.startswith("__")})
 
 # The kvfs Python package of this source tree.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "client" / "python"))
-
-pytest_addoption = _shared.pytest_addoption
-passthrough = _shared.passthrough
-_data_mode = _shared._data_mode
-kvfs_bin = _shared.kvfs_bin
-backing = _shared.backing
-mount_factory = _shared.mount_factory
-kvfs = _shared.kvfs
-unmount = _shared.unmount
 
 from vllm.v1.kv_offload.base import (  # noqa: E402
     OffloadingSpec,
@@ -35,6 +29,7 @@ from vllm.v1.kv_offload.base import (  # noqa: E402
     ScheduleEndContext,
     make_offload_key,
 )
+from vllm.v1.kv_offload.tiering.base import TransferJob  # noqa: E402
 from vllm.v1.kv_offload.config import (  # noqa: E402
     OffloadingCacheConfig,
     OffloadingConfig,
@@ -100,8 +95,6 @@ def keys(n, seed=0, group=0):
 def settle_lookups(tier, ks, ctx, timeout=10.0):
     """Drives the tier's asynchronous lookup as the scheduler does: look up,
     end the step (which flushes the batch), repeat until no key is RETRY."""
-    import time
-
     from vllm.v1.kv_offload.base import LookupResult
 
     deadline = time.time() + timeout
@@ -113,17 +106,27 @@ def settle_lookups(tier, ks, ctx, timeout=10.0):
         time.sleep(0.02)
 
 
-def finish(tier, job_id, timeout=30.0):
+def finish(tier, job_id, timeout=30.0, poll=0.01):
     """Waits for JOB_ID among the tier's finished jobs and returns its result."""
-    import time
-
     deadline = time.time() + timeout
     while time.time() < deadline:
         for r in tier.get_finished_jobs():
             if r.job_id == job_id:
                 return r
-        time.sleep(0.01)
+        time.sleep(poll)
     raise AssertionError(f"job {job_id} did not finish in {timeout}s")
+
+
+def store(tier, job_id, ks, ids, poll=0.01):
+    """A secondary tier's store of keys KS from primary rows IDS, waited for."""
+    tier.submit_store(TransferJob(job_id, ks, np.array(ids), False, ReqContext("store")))
+    return finish(tier, job_id, poll=poll)
+
+
+def load(tier, job_id, ks, ids, poll=0.01):
+    """A secondary tier's load (promotion) of KS into primary rows IDS, waited for."""
+    tier.submit_load(TransferJob(job_id, ks, np.array(ids), True, ReqContext("load")))
+    return finish(tier, job_id, poll=poll)
 
 
 @pytest.fixture

@@ -9,8 +9,10 @@ from conftest import (
     PrimaryRows,
     finish,
     keys,
+    load,
     offloading_config,
     settle_lookups,
+    store,
 )
 from vllm.v1.kv_offload.base import LookupResult, ReqContext
 from vllm.v1.kv_offload.tiering.base import TransferJob
@@ -24,16 +26,6 @@ ROWS = 16
 def fs_tier(root, rows):
     return FileSystemTierManager(BareSpec(offloading_config(row_bytes=ROW)), rows.view, "fs",
                                  root_dir=str(root), n_read_threads=2, n_write_threads=2)
-
-
-def store(tier, job_id, ks, ids):
-    tier.submit_store(TransferJob(job_id, ks, np.array(ids), False, ReqContext("store")))
-    return finish(tier, job_id)
-
-
-def load(tier, job_id, ks, ids):
-    tier.submit_load(TransferJob(job_id, ks, np.array(ids), True, ReqContext("load")))
-    return finish(tier, job_id)
 
 
 def test_store_lookup_load_round_trip(kvfs, req):

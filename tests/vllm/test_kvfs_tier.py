@@ -7,9 +7,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import BareSpec, PrimaryRows, finish, keys, offloading_config, settle_lookups
+from conftest import BareSpec, PrimaryRows, keys, load, offloading_config, settle_lookups, store
 from vllm.v1.kv_offload.base import LookupResult, ReqContext, ScheduleEndContext
-from vllm.v1.kv_offload.tiering.base import TransferJob
 from vllm.v1.kv_offload.tiering.spec import TieringOffloadingSpec
 
 from kvfs import HEADER_SIZE
@@ -24,16 +23,6 @@ NS = "llama_tp1"
 def kvfs_tier(root, rows, namespace=NS, **cfg):
     return KvfsTier(BareSpec(offloading_config(row_bytes=ROW, **cfg)), rows.view, "KvfsTier",
                     root_dir=str(root), namespace=namespace, io_threads=2, io_timeout_s=10)
-
-
-def store(tier, job_id, ks, ids):
-    tier.submit_store(TransferJob(job_id, ks, np.array(ids), False, ReqContext("store")))
-    return finish(tier, job_id)
-
-
-def load(tier, job_id, ks, ids):
-    tier.submit_load(TransferJob(job_id, ks, np.array(ids), True, ReqContext("load")))
-    return finish(tier, job_id)
 
 
 def backing_file(m, tier, key):
