@@ -238,6 +238,23 @@ int kvfs_config_apply_option(struct kvfs_config *cfg, const char *opt, char *err
         cfg->metrics_port = port;
         return 0;
     }
+    if (strcmp(name, "handover_socket") == 0) {
+        if (!val || !*val)
+            return fail(err, errlen, "option 'handover_socket' needs a path or 'none'");
+        if (strcmp(val, "none") == 0) {
+            cfg->handover_off = true;
+            cfg->handover_socket[0] = '\0';
+            return 0;
+        }
+        if (val[0] != '/' || strlen(val) >= sizeof(cfg->handover_socket) - 12)
+            return fail(err, errlen,
+                        "option 'handover_socket': '%s' is not an absolute path of at most %zu "
+                        "bytes",
+                        val, sizeof(cfg->handover_socket) - 13);
+        cfg->handover_off = false;
+        snprintf(cfg->handover_socket, sizeof(cfg->handover_socket), "%s", val);
+        return 0;
+    }
     if (strcmp(name, "staging_grace") == 0)
         return parse_uint(name, val, 1, 365u * 86400u, &cfg->staging_grace, err, errlen);
     if (strcmp(name, "log_level") == 0) {
@@ -321,6 +338,8 @@ int kvfs_config_parse(struct kvfs_config *cfg, int argc, char **argv, char *err,
                 cfg->show_help = true;
             } else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
                 cfg->show_version = true;
+            } else if (strcmp(a, "--takeover") == 0) {
+                cfg->takeover = true;
             } else if (strcmp(a, "-f") == 0) {
                 cfg->foreground = true;
             } else if (strcmp(a, "-d") == 0 || strcmp(a, "--debug") == 0) {
@@ -369,7 +388,7 @@ void kvfs_config_finish(struct kvfs_config *cfg, unsigned euid) {
 
 void kvfs_config_usage(const char *prog, void *stream) {
     fprintf((FILE *)stream,
-            "usage: %s [-f] [-d] [-o opt[=val],...] BACKING_DIR MOUNTPOINT\n"
+            "usage: %s [-f] [-d] [--takeover] [-o opt[=val],...] BACKING_DIR MOUNTPOINT\n"
             "\n"
             "Mounts a hash-keyed KV-cache block namespace over BACKING_DIR (a directory on\n"
             "shared POSIX storage) at MOUNTPOINT. Writes go through to BACKING_DIR and a\n"
@@ -378,6 +397,9 @@ void kvfs_config_usage(const char *prog, void *stream) {
             "  -f                     stay in the foreground\n"
             "  -d                     trace FUSE requests (implies -f)\n"
             "  -s                     single worker thread (same as -o threads=1)\n"
+            "  --takeover             replace the daemon serving MOUNTPOINT (an upgrade or a\n"
+            "                         restart with other options) without unmounting: open\n"
+            "                         files and cached names stay valid, callers only pause\n"
             "  -h, --help             this text\n"
             "  -V, --version          print the version\n"
             "\n"
@@ -411,6 +433,9 @@ void kvfs_config_usage(const char *prog, void *stream) {
             "  request_timeout=SEC    answer a request still unfinished after SEC with EIO,\n"
             "                         so a hung backing store fails callers instead of\n"
             "                         hanging them (60; 0: wait forever)\n"
+            "  handover_socket=PATH   where a --takeover successor reaches this daemon\n"
+            "                         (/run/kvfs/handover-HASH.sock as root,\n"
+            "                         $XDG_RUNTIME_DIR/kvfs/... otherwise; none: refuse)\n"
             "  allow_other, noallow_other, default_permissions, nodefault_permissions\n"
             "                         (allow_other and default_permissions are on as root)\n"
             "\n"

@@ -27,6 +27,7 @@ struct kvfs_config {
     bool fuse_debug;        /* -d: libfuse request tracing (implies -f) */
     bool show_help;
     bool show_version;
+    bool takeover; /* --takeover: replace the daemon serving MOUNTPOINT */
 
     double entry_timeout;     /* s: kernel dentry cache for published blocks */
     double attr_timeout;      /* s: kernel attribute cache for published blocks */
@@ -51,6 +52,10 @@ struct kvfs_config {
     int allow_other;          /* 1 on, 0 off, -1 default (on as root) */
     int default_permissions;  /* 1 on, 0 off, -1 default (on as root) */
     int passthrough;          /* enum kvfs_pt_policy */
+    /* handover_socket=PATH|none: where a successor takes over (default: derived
+     * from the mountpoint; see fuse/kvfs_handover). */
+    char handover_socket[108];
+    bool handover_off;
 
     char fuse_opts[1024]; /* generic mount options forwarded to libfuse */
 };

@@ -23,7 +23,8 @@ struct fault {
 static struct fault faults[MAX_FAULTS];
 static int nfaults;
 
-static const char *const site_names[KVFS_FAULT_NSITES] = {"create", "write", "publish", "read"};
+static const char *const site_names[KVFS_FAULT_NSITES] = {"create", "write", "publish", "read",
+                                                          "takeover"};
 
 static const struct {
     const char *name;

@@ -20,10 +20,12 @@
 #include <stddef.h>
 
 enum kvfs_fault_site {
-    KVFS_FAULT_CREATE,  /* creating a file's staging file */
-    KVFS_FAULT_WRITE,   /* a write through the daemon (not through passthrough) */
-    KVFS_FAULT_PUBLISH, /* fsync/link at publication, i.e. at close() */
-    KVFS_FAULT_READ,    /* a read through the daemon */
+    KVFS_FAULT_CREATE,   /* creating a file's staging file */
+    KVFS_FAULT_WRITE,    /* a write through the daemon (not through passthrough) */
+    KVFS_FAULT_PUBLISH,  /* fsync/link at publication, i.e. at close() */
+    KVFS_FAULT_READ,     /* a read through the daemon */
+    KVFS_FAULT_TAKEOVER, /* a successor, once it holds the state, before it
+                          * tells the old daemon it is ready (kvfs_handover) */
     KVFS_FAULT_NSITES
 };
 

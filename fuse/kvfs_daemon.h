@@ -32,6 +32,18 @@ extern const struct fuse_lowlevel_ops kvfs_ops;
  * if it had come, so nothing due is left unpublished, no staging file is
  * left behind and no backing id stays registered. */
 void kvfs_ops_release_all(void);
+/* Handing the open files to a successor (kvfs_handover), with no request in
+ * flight: save adds their descriptors to FDS; restore rebuilds them under the
+ * same file handles (after kvfs_itable_restore), reindex then counts the
+ * open blocks in the new block index, and drop_all frees the old process's
+ * copies without releasing anything the successor now owns. */
+struct kvfs_wire_out;
+struct kvfs_wire_in;
+struct kvfs_fdset;
+int kvfs_ops_save(struct kvfs_wire_out *w, struct kvfs_fdset *fds);
+int kvfs_ops_restore(struct kvfs_wire_in *r, int *fds, size_t nfds);
+void kvfs_ops_reindex(void);
+void kvfs_ops_drop_all(void);
 
 /* Control directory (kvfs_ctl.c). */
 void kvfs_ctl_init(void);

@@ -342,6 +342,13 @@ int kvfs_evict_start(void) {
     const struct kvfs_config *cfg = &kvfs_d.cfg;
     if (cfg->capacity_bytes == 0 && cfg->capacity_pct == 0)
         return 0; /* no capacity: nothing is ever evicted, and nothing indexed */
+    /* Started again after a stop (a handover that did not happen): a new
+     * index, which the inodes' directory ids do not point into yet. */
+    pthread_mutex_lock(&lock);
+    stopping = false;
+    scanned = false;
+    pthread_mutex_unlock(&lock);
+    kvfs_itable_reset_index_dirs();
     ix = kvfs_index_new();
     if (!ix)
         return -ENOMEM;
@@ -373,6 +380,7 @@ void kvfs_evict_stop(void) {
         pthread_join(scan_tid, NULL);
     if (evict_running)
         pthread_join(evict_tid, NULL);
+    scan_running = evict_running = false;
     kvfs_lease_release(&lease);
     kvfs_index_free(ix);
     ix = NULL;

@@ -4,6 +4,10 @@
  * backing-store system calls made outside it. */
 #include "kvfs_inode.h"
 
+#include "../core/kvfs_idmap.h"
+#include "../core/kvfs_wire.h"
+
+#include <errno.h>
 #include <fuse_lowlevel.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +21,8 @@ static struct kvfs_inode root;
 /* Inodes detached from the table (their backing file was replaced) that the
  * kernel still holds; linked through hnext, freed on FORGET or at exit. */
 static struct kvfs_inode *orphans;
+/* Node ids inherited at a takeover. */
+static struct kvfs_idmap inherited = KVFS_IDMAP_INIT;
 
 static size_t slot(dev_t dev, ino_t ino, size_t n) {
     uint64_t h = (uint64_t)ino * 0x9E3779B97F4A7C15ull ^ (uint64_t)dev * 0xC2B2AE3D27D4EB4Full;
@@ -57,6 +63,7 @@ void kvfs_itable_destroy(void) {
     free(buckets);
     buckets = NULL;
     count = 0;
+    kvfs_idmap_free(&inherited);
     pthread_mutex_unlock(&lock);
 }
 
@@ -67,11 +74,25 @@ struct kvfs_inode *kvfs_inode_root(void) {
 struct kvfs_inode *kvfs_inode_get(uint64_t nodeid) {
     if (nodeid == FUSE_ROOT_ID)
         return &root;
-    return (struct kvfs_inode *)(uintptr_t)nodeid;
+    struct kvfs_inode *p = kvfs_idmap_get(&inherited, nodeid);
+    return p ? p : (struct kvfs_inode *)(uintptr_t)nodeid;
 }
 
 uint64_t kvfs_inode_nodeid(const struct kvfs_inode *ino) {
-    return ino == &root ? FUSE_ROOT_ID : (uint64_t)(uintptr_t)ino;
+    return ino == &root ? FUSE_ROOT_ID : ino->nodeid ? ino->nodeid : (uint64_t)(uintptr_t)ino;
+}
+
+struct kvfs_inode *kvfs_inode_get_inherited(uint64_t nodeid) {
+    return nodeid == FUSE_ROOT_ID ? &root : kvfs_idmap_get(&inherited, nodeid);
+}
+
+int kvfs_inode_adopt(struct kvfs_inode *ino, uint64_t nodeid) {
+    if (nodeid == 0 || nodeid == FUSE_ROOT_ID)
+        return -EINVAL;
+    int rc = kvfs_idmap_put(&inherited, nodeid, ino);
+    if (rc == 0)
+        ino->nodeid = nodeid;
+    return rc;
 }
 
 static void grow(void) {
@@ -142,6 +163,8 @@ static void free_inode(struct kvfs_inode *ino) {
     if (*pp)
         *pp = ino->hnext;
     count--;
+    if (ino->nodeid)
+        kvfs_idmap_del(&inherited, ino->nodeid);
     struct kvfs_inode *parent = ino->parent;
     if (ino->fd >= 0)
         close(ino->fd);
@@ -186,7 +209,7 @@ struct kvfs_inode *kvfs_inode_lookup(dev_t dev, ino_t ino, const struct timespec
         p = NULL;
     }
     if (!p) {
-        p = calloc(1, sizeof(*p));
+        p = kvfs_idmap_alloc(&inherited, sizeof(*p));
         if (!p) {
             pthread_mutex_unlock(&lock);
             if (fd >= 0)
@@ -297,6 +320,141 @@ void kvfs_itable_reset_index_dirs(void) {
         for (struct kvfs_inode *p = buckets[i]; p; p = p->hnext)
             p->index_dir = 0;
     pthread_mutex_unlock(&lock);
+}
+
+/* ---- handing the table over ---- */
+
+#define NO_FD UINT64_MAX
+
+static void save_one(struct kvfs_wire_out *w, struct kvfs_fdset *fds, struct kvfs_inode *p,
+                     bool orphan, int *err) {
+    int64_t fdi = -1;
+    if (p->fd >= 0 && (fdi = kvfs_fdset_add(fds, p->fd)) < 0)
+        *err = (int)fdi;
+    kvfs_wire_put_u64(w, kvfs_inode_nodeid(p));
+    kvfs_wire_put_u64(w, orphan);
+    kvfs_wire_put_u64(w, (uint64_t)p->dev);
+    kvfs_wire_put_u64(w, (uint64_t)p->ino);
+    kvfs_wire_put_u64(w, (uint64_t)p->ctime.tv_sec);
+    kvfs_wire_put_u64(w, (uint64_t)p->ctime.tv_nsec);
+    kvfs_wire_put_u64(w, (uint64_t)p->kind);
+    kvfs_wire_put_u64(w, p->nlookup);
+    kvfs_wire_put_u64(w, p->parent ? kvfs_inode_nodeid(p->parent) : 0);
+    kvfs_wire_put_str(w, p->name);
+    kvfs_wire_put_str(w, p->stage_name);
+    kvfs_wire_put_u64(w, p->is_block);
+    kvfs_wire_put_u64(w, (uint64_t)p->backing_id);
+    kvfs_wire_put_u64(w, p->backing_refs);
+    kvfs_wire_put_u64(w, fdi < 0 ? NO_FD : (uint64_t)fdi);
+}
+
+int kvfs_itable_save(struct kvfs_wire_out *w, struct kvfs_fdset *fds) {
+    int err = 0;
+    pthread_mutex_lock(&lock);
+    uint64_t n = count;
+    kvfs_wire_put_u64(w, root.nlookup);
+    kvfs_wire_put_u64(w, n);
+    uint64_t saved = 0;
+    for (size_t i = 0; i < nbuckets; i++)
+        for (struct kvfs_inode *p = buckets[i]; p; p = p->hnext, saved++)
+            save_one(w, fds, p, false, &err);
+    for (struct kvfs_inode *p = orphans; p; p = p->hnext, saved++)
+        save_one(w, fds, p, true, &err);
+    pthread_mutex_unlock(&lock);
+    if (saved != n)
+        return -EPROTO; /* the count and the table disagree: a bug, not sent */
+    return err ? err : w->err;
+}
+
+/* Inserts a restored inode; called with the lock held. */
+static void insert_locked(struct kvfs_inode *p, bool orphan) {
+    if (orphan) {
+        p->hnext = orphans;
+        orphans = p;
+    } else {
+        if (count + 1 > nbuckets)
+            grow();
+        size_t s = slot(p->dev, p->ino, nbuckets);
+        p->hnext = buckets[s];
+        buckets[s] = p;
+    }
+    count++;
+}
+
+int kvfs_itable_restore(struct kvfs_wire_in *r, int *fds, size_t nfds) {
+    root.nlookup = kvfs_wire_get_u64(r);
+    uint64_t n = kvfs_wire_get_max(r, r->left / 64);
+    struct kvfs_inode **made = calloc(n ? n : 1, sizeof(*made));
+    uint64_t *parents = calloc(n ? n : 1, sizeof(*parents));
+    if (!made || !parents) {
+        free(made);
+        free(parents);
+        return -ENOMEM;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&lock);
+    for (uint64_t i = 0; i < n && rc == 0 && kvfs_wire_in_ok(r); i++) {
+        uint64_t nodeid = kvfs_wire_get_u64(r);
+        bool orphan = kvfs_wire_get_max(r, 1);
+        struct kvfs_inode *p = kvfs_idmap_alloc(&inherited, sizeof(*p));
+        if (!p) {
+            rc = -ENOMEM;
+            break;
+        }
+        p->fd = -1;
+        p->dev = orphan ? (dev_t)-1 : (dev_t)kvfs_wire_get_u64(r);
+        if (orphan)
+            kvfs_wire_get_u64(r);
+        p->ino = (ino_t)kvfs_wire_get_u64(r);
+        p->ctime.tv_sec = (time_t)kvfs_wire_get_u64(r);
+        p->ctime.tv_nsec = (long)kvfs_wire_get_max(r, 999999999);
+        p->kind = (enum kvfs_inode_kind)kvfs_wire_get_max(r, KVFS_INODE_FILE);
+        p->nlookup = kvfs_wire_get_u64(r);
+        parents[i] = kvfs_wire_get_u64(r);
+        p->name = kvfs_wire_get_str(r, 255);
+        p->stage_name = kvfs_wire_get_str(r, 127);
+        p->is_block = kvfs_wire_get_max(r, 1);
+        p->backing_id = (int)kvfs_wire_get_max(r, INT32_MAX);
+        p->backing_refs = (uint32_t)kvfs_wire_get_max(r, UINT32_MAX);
+        uint64_t fdi = kvfs_wire_get_u64(r);
+        if (fdi != NO_FD) {
+            if (fdi >= nfds || fds[fdi] < 0 || p->kind != KVFS_INODE_DIR) {
+                r->err = -EBADMSG;
+            } else {
+                p->fd = fds[fdi];
+                fds[fdi] = -1; /* taken over */
+            }
+        }
+        if (nodeid == 0 || nodeid == FUSE_ROOT_ID || kvfs_idmap_get(&inherited, nodeid) ||
+            (p->kind == KVFS_INODE_DIR) != (p->fd >= 0))
+            r->err = -EBADMSG;
+        if (!kvfs_wire_in_ok(r) || (rc = kvfs_inode_adopt(p, nodeid)) != 0) {
+            if (p->fd >= 0)
+                close(p->fd);
+            free(p->name);
+            free(p->stage_name);
+            free(p);
+            break;
+        }
+        made[i] = p;
+        insert_locked(p, orphan);
+    }
+    if (rc == 0 && !kvfs_wire_in_ok(r))
+        rc = r->err;
+    for (uint64_t i = 0; i < n && rc == 0; i++) {
+        if (!parents[i])
+            continue;
+        struct kvfs_inode *par =
+            parents[i] == FUSE_ROOT_ID ? &root : kvfs_idmap_get(&inherited, parents[i]);
+        if (!par || par->kind != KVFS_INODE_DIR)
+            rc = -EBADMSG;
+        else
+            set_parent_locked(made[i], par);
+    }
+    pthread_mutex_unlock(&lock);
+    free(made);
+    free(parents);
+    return rc;
 }
 
 uint64_t kvfs_itable_count(void) {

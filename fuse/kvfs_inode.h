@@ -1,7 +1,8 @@
 /* kvfs_inode: the daemon's inode table.
  *
  * The kernel names inodes by 64-bit node ids; ours are the addresses of
- * struct kvfs_inode (the root is FUSE_ROOT_ID). As in libfuse's
+ * struct kvfs_inode (the root is FUSE_ROOT_ID), except those inherited from
+ * the daemon this one took over from (core/kvfs_idmap). As in libfuse's
  * passthrough_hp, inodes are keyed by the backing file's (st_dev, st_ino), so
  * a published file keeps the node id its staging file had (link() and
  * rename() keep the inode) and a replaced file gets a new one.
@@ -29,6 +30,7 @@ enum kvfs_inode_kind {
 
 struct kvfs_inode {
     struct kvfs_inode *hnext; /* hash chain */
+    uint64_t nodeid;          /* inherited node id; 0: the structure's address */
     dev_t dev;
     ino_t ino;
     struct timespec ctime; /* files: the backing file's change time when first seen */
@@ -91,6 +93,24 @@ void kvfs_inode_move_key(dev_t dev, ino_t ino, struct kvfs_inode *parent, const 
 
 /* Forgets every directory's block-index id (the index was rebuilt). */
 void kvfs_itable_reset_index_dirs(void);
+
+/* Handing the table to a successor (kvfs_handover), with no request in
+ * flight: every inode the kernel or a handle holds, directories' descriptors
+ * added to FDS. Restore rebuilds it under the same node ids, taking over the
+ * descriptors it uses (from FDS, which has NFDS), and counts none of the
+ * references handles hold (kvfs_inode_ref does, as handles are restored).
+ * 0 or a negative errno. */
+struct kvfs_wire_out;
+struct kvfs_wire_in;
+struct kvfs_fdset;
+int kvfs_itable_save(struct kvfs_wire_out *w, struct kvfs_fdset *fds);
+int kvfs_itable_restore(struct kvfs_wire_in *r, int *fds, size_t nfds);
+/* Gives a static inode (the control directory's) the node id the kernel
+ * knows it by. */
+int kvfs_inode_adopt(struct kvfs_inode *ino, uint64_t nodeid);
+/* The root or an inode restored or adopted under NODEID; NULL otherwise
+ * (never a cast of an unknown id). */
+struct kvfs_inode *kvfs_inode_get_inherited(uint64_t nodeid);
 
 /* Inodes currently in the table (for stats). */
 uint64_t kvfs_itable_count(void);

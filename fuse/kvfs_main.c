@@ -1,11 +1,14 @@
 /* kvfs_main: the daemon's entry point. Parses the command line, refuses bad
- * paths and options before anything is mounted, mounts, detaches once the
- * mount is ready (unless -f), serves until unmounted or signalled, and
- * collects staging files left by crashed writers in the background. */
+ * paths and options before anything is mounted, mounts (or, with
+ * --takeover, takes a running daemon's mount over: kvfs_handover), detaches
+ * (unless -f) and reports success only once everything is serving, serves
+ * until unmounted or signalled, and collects staging files left by crashed
+ * writers in the background. */
 #define _GNU_SOURCE
 #include "kvfs_daemon.h"
 #include "kvfs_deadline.h"
 #include "kvfs_evict.h"
+#include "kvfs_handover.h"
 #include "kvfs_http.h"
 #include "kvfs_inode.h"
 #include "kvfs_passthrough.h"
@@ -25,7 +28,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static pthread_mutex_t gc_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -53,6 +58,125 @@ static void *gc_thread(void *arg) {
     }
     pthread_mutex_unlock(&gc_lock);
     return NULL;
+}
+
+static pthread_t gc_tid;
+static bool gc_running;
+
+static void gc_start(void) {
+    gc_stop = false;
+    gc_running = pthread_create(&gc_tid, NULL, gc_thread, NULL) == 0;
+    if (!gc_running)
+        kvfs_warn("cannot start the staging collector; stale staging files stay until restart");
+}
+
+static void gc_end(void) {
+    if (!gc_running)
+        return;
+    pthread_mutex_lock(&gc_lock);
+    gc_stop = true;
+    pthread_cond_signal(&gc_cond);
+    pthread_mutex_unlock(&gc_lock);
+    pthread_join(gc_tid, NULL);
+    gc_running = false;
+}
+
+/* The threads besides the request workers, started once the mount is
+ * served. 0, or -1 after logging why. */
+static int services_start(void) {
+    struct kvfs_config *cfg = &kvfs_d.cfg;
+    int rc = kvfs_evict_start();
+    if (rc != 0) {
+        kvfs_error("cannot start the block index: %s", strerror(-rc));
+        return -1;
+    }
+    kvfs_ops_reindex();
+    if (cfg->metrics_port && kvfs_http_start(cfg->metrics_host, cfg->metrics_port) != 0)
+        return -1;
+    gc_start();
+    return 0;
+}
+
+static void services_stop(void) {
+    kvfs_http_stop();
+    kvfs_evict_stop();
+    gc_end();
+}
+
+/* A handover that did not happen: serve on as before. */
+static void services_resume(void) {
+    if (services_start() != 0)
+        kvfs_error("after a failed handover, some background services did not restart");
+}
+
+/* Without -f: forks, and the parent exits only once the child reports, with
+ * the child's status, so that `kvfs ...` returns success only when the mount
+ * is served (fuse_daemonize reports before the services start). */
+static int ready_fd = -1;
+
+static int detach(void) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid > 0) {
+        close(p[1]);
+        unsigned char st = 1;
+        ssize_t n;
+        while ((n = read(p[0], &st, 1)) < 0 && errno == EINTR)
+            ;
+        if (n != 1) { /* the child died before reporting */
+            int ws;
+            waitpid(pid, &ws, 0);
+        }
+        _exit(n == 1 ? st : 1);
+    }
+    close(p[0]);
+    if (setsid() < 0 || chdir("/") != 0)
+        return -1;
+    ready_fd = p[1];
+    return 0;
+}
+
+static void report(int status) {
+    if (ready_fd < 0)
+        return;
+    unsigned char st = (unsigned char)status;
+    if (write(ready_fd, &st, 1) != 1)
+        kvfs_warn("could not report to the starting process: %s", strerror(errno));
+    close(ready_fd);
+    ready_fd = -1;
+    if (status == 0) {
+        int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (nul >= 0) {
+            dup2(nul, 0);
+            dup2(nul, 1);
+            dup2(nul, 2);
+            close(nul);
+        }
+        kvfs_log_use_syslog(true);
+    }
+}
+
+/* A successor's mount was made by its predecessor, so libfuse does not know
+ * it as its own: unmount it by hand (lazily, as libfuse does). */
+static void unmount_taken(const char *mnt) {
+    if (geteuid() == 0) {
+        /* EINVAL: already unmounted (which is how the session may have ended). */
+        if (umount2(mnt, MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
+            kvfs_error("unmounting %s failed: %s", mnt, strerror(errno));
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        execlp("fusermount3", "fusermount3", "-u", "-q", "-z", "--", mnt, (char *)NULL);
+        _exit(127);
+    }
+    int ws;
+    if (pid < 0 || waitpid(pid, &ws, 0) < 0 || !WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
+        kvfs_error("unmounting %s with fusermount3 failed", mnt);
 }
 
 static bool is_dev_fd(const char *path) {
@@ -180,6 +304,36 @@ int main(int argc, char **argv) {
         return 1;
     }
 
+    /* --takeover: the mount and the daemon state come from the running
+     * daemon, before anything starts here. */
+    int conn = -1, dev_fd = -1, policy = cfg->passthrough;
+    char sock[sizeof(cfg->handover_socket)] = "";
+    if (!cfg->handover_off) {
+        if (cfg->handover_socket[0])
+            snprintf(sock, sizeof(sock), "%s", cfg->handover_socket);
+        else
+            kvfs_handover_default_path(kvfs_d.mount_real, sock, sizeof(sock));
+    }
+    if (cfg->takeover) {
+        if (fd_mount || !sock[0]) {
+            fprintf(stderr, "kvfs: --takeover needs %s\n",
+                    fd_mount ? "a mountpoint path, not /dev/fd/N"
+                             : "handover_socket=PATH (no default for this user)");
+            fuse_opt_free_args(&args);
+            return 1;
+        }
+        conn = kvfs_handover_take(sock, &dev_fd, &policy, kvfs_d.mount_real,
+                                  sizeof(kvfs_d.mount_real), err, sizeof(err));
+        if (conn < 0) {
+            fprintf(stderr, "kvfs: cannot take over %s: %s\n", kvfs_d.mount_real, err);
+            fuse_opt_free_args(&args);
+            return 1;
+        }
+        if (policy != cfg->passthrough)
+            kvfs_warn("passthrough: keeping the running mount's mode; the kernel negotiated "
+                      "it when it was mounted");
+    }
+
     struct fuse_session *se = fuse_session_new(&args, &kvfs_ops, sizeof(kvfs_ops), NULL);
     fuse_opt_free_args(&args);
     if (!se) {
@@ -188,72 +342,98 @@ int main(int argc, char **argv) {
     }
     kvfs_d.se = se;
     int ret = 1;
+    bool mounted = false;
+    bool committed = false; /* a successor that now owns the mount */
     if (fuse_set_signal_handlers(se) != 0)
         goto out_destroy;
-    if (fuse_session_mount(se, kvfs_d.mount_real) != 0) {
+    char devpath[32];
+    snprintf(devpath, sizeof(devpath), "/dev/fd/%d", dev_fd);
+    if (fuse_session_mount(se, conn >= 0 ? devpath : kvfs_d.mount_real) != 0) {
         fprintf(stderr, "kvfs: cannot mount on '%s'\n", kvfs_d.mount_real);
         goto out_signals;
     }
-    if (kvfs_pt_install(se, (enum kvfs_pt_policy)cfg->passthrough) != 0) {
+    mounted = true;
+    if (kvfs_pt_install(se, (enum kvfs_pt_policy)policy) != 0) {
         fprintf(stderr, "kvfs: cannot set up the /dev/fuse channel\n");
         goto out_unmount;
     }
-    kvfs_info("kvfs %s mounted %s on %s", KVFS_VERSION, kvfs_d.backing_real, kvfs_d.mount_real);
-    if (!cfg->foreground) {
-        if (fuse_daemonize(0) != 0)
-            goto out_unmount;
-        kvfs_log_use_syslog(true);
-    }
-
-    pthread_t gc;
-    bool gc_running = false;
-    int erc = kvfs_evict_start();
-    if (erc != 0) {
-        kvfs_error("cannot start the block index: %s", strerror(-erc));
+    if (!cfg->foreground && detach() != 0) {
+        fprintf(stderr, "kvfs: cannot detach: %s\n", strerror(errno));
         goto out_unmount;
     }
-    if (cfg->metrics_port && kvfs_http_start(cfg->metrics_host, cfg->metrics_port) != 0)
-        goto out_evict;
-    erc = kvfs_deadline_start(cfg->request_timeout);
+    if (services_start() != 0)
+        goto out_services;
+    int erc = kvfs_deadline_start(cfg->request_timeout);
     if (erc != 0) {
         kvfs_error("cannot start the request watchdog: %s", strerror(-erc));
-        goto out_gc;
+        goto out_services;
     }
-
-    gc_running = pthread_create(&gc, NULL, gc_thread, NULL) == 0;
-    if (!gc_running)
-        kvfs_warn("cannot start the staging collector; stale staging files stay until restart");
+    if (conn >= 0 && (erc = kvfs_fault(KVFS_FAULT_TAKEOVER, NULL)) != 0) {
+        kvfs_error("takeover: injected fault (%s) before telling the running daemon",
+                   strerror(-erc));
+        goto out_deadline;
+    }
+    if (conn >= 0) {
+        /* Only now may the old daemon stop for good. */
+        erc = kvfs_handover_commit(conn);
+        conn = -1;
+        committed = erc == 0;
+        if (erc != 0) {
+            kvfs_error("the running daemon did not hand over (%s); it serves on", strerror(-erc));
+            goto out_deadline;
+        }
+    }
+    if (sock[0]) {
+        static const struct kvfs_handover_hooks hooks = {services_stop, services_resume};
+        erc = kvfs_handover_listen(sock, &hooks);
+        if (erc != 0)
+            kvfs_warn("cannot listen on %s (%s): this daemon cannot be taken over", sock,
+                      strerror(-erc));
+    }
+    kvfs_info("kvfs %s %s %s on %s", KVFS_VERSION, cfg->takeover ? "took over" : "mounted",
+              kvfs_d.backing_real, kvfs_d.mount_real);
+    report(0);
 
     struct fuse_loop_config *lc = fuse_loop_cfg_create();
-    if (!lc)
-        goto out_gc;
-    fuse_loop_cfg_set_max_threads(lc, cfg->threads);
-    fuse_loop_cfg_set_clone_fd(lc, cfg->clone_fd);
-    ret = cfg->threads == 1 ? fuse_session_loop(se) : fuse_session_loop_mt(se, lc);
-    fuse_loop_cfg_destroy(lc);
-    kvfs_deadline_stop();
-    kvfs_ops_release_all();
-    if (ret == SIGTERM || ret == SIGINT || ret == SIGHUP)
-        ret = 0; /* asked to stop: a clean unmount */
+    if (lc) {
+        fuse_loop_cfg_set_max_threads(lc, cfg->threads);
+        fuse_loop_cfg_set_clone_fd(lc, cfg->clone_fd);
+        ret = cfg->threads == 1 ? fuse_session_loop(se) : fuse_session_loop_mt(se, lc);
+        fuse_loop_cfg_destroy(lc);
+    }
+    kvfs_handover_stop();
+    if (ret == SIGTERM || ret == SIGINT || ret == SIGHUP || kvfs_handover_done())
+        ret = 0; /* asked to stop, or handed over: a clean end */
     if (ret != 0)
         kvfs_error("the FUSE session ended with an error: %s", strerror(ret < 0 ? -ret : ret));
-out_gc:
-    kvfs_http_stop();
-out_evict:
-    kvfs_evict_stop();
-    if (gc_running) {
-        pthread_mutex_lock(&gc_lock);
-        gc_stop = true;
-        pthread_cond_signal(&gc_cond);
-        pthread_mutex_unlock(&gc_lock);
-        pthread_join(gc, NULL);
-    }
+out_deadline:
+    kvfs_deadline_stop();
+out_services:
+    /* Whatever the successor (or, if it failed, still our predecessor) owns
+     * is left as it is; otherwise the handles whose RELEASE never came are
+     * released now. */
+    bool owner = !kvfs_handover_done() && (!cfg->takeover || committed);
+    if (!owner)
+        kvfs_ops_drop_all();
+    else
+        kvfs_ops_release_all();
+    services_stop();
 out_unmount:
-    fuse_session_unmount(se);
-    kvfs_info("unmounted %s", kvfs_d.mount_real);
+    if (kvfs_handover_done() || (cfg->takeover && !committed)) {
+        /* the mount lives on in another process */
+    } else if (cfg->takeover) {
+        unmount_taken(kvfs_d.mount_real);
+        kvfs_info("unmounted %s", kvfs_d.mount_real);
+    } else if (mounted) {
+        fuse_session_unmount(se);
+        kvfs_info("unmounted %s", kvfs_d.mount_real);
+    }
 out_signals:
     fuse_remove_signal_handlers(se);
 out_destroy:
+    if (conn >= 0)
+        close(conn);
+    report(1);
     fuse_session_destroy(se);
     kvfs_itable_destroy();
     kvfs_store_close(&kvfs_d.store);

@@ -18,9 +18,11 @@
 #include "kvfs_passthrough.h"
 
 #include "../core/kvfs_fault.h"
+#include "../core/kvfs_idmap.h"
 #include "../core/kvfs_log.h"
 #include "../core/kvfs_name.h"
 #include "../core/kvfs_publish.h"
+#include "../core/kvfs_wire.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -44,6 +46,7 @@ struct kvfs_daemon kvfs_d;
 enum handle_kind { H_READ, H_STAGE, H_CTL, H_DIR };
 
 struct kvfs_handle {
+    uint64_t fh; /* inherited file handle; 0: the structure's address */
     enum handle_kind kind;
     struct kvfs_inode *ino; /* referenced */
     int fd;
@@ -68,6 +71,7 @@ struct kvfs_handle {
     bool registered;
     int pins;
     bool indexed_open; /* H_READ of a block counted open in the block index */
+    bool reindex;      /* inherited as indexed_open: count it once the index is up */
     /* H_CTL */
     char *buf;
     size_t len;
@@ -92,8 +96,16 @@ static struct {
 static void setup_data_path(struct fuse_file_info *fi, struct kvfs_handle *h, int backing_fd,
                             bool through_daemon);
 
+/* File handles inherited at a takeover (see core/kvfs_idmap). */
+static struct kvfs_idmap inherited_fh = KVFS_IDMAP_INIT;
+
 static struct kvfs_handle *handle_of(struct fuse_file_info *fi) {
-    return (struct kvfs_handle *)(uintptr_t)fi->fh;
+    struct kvfs_handle *h = kvfs_idmap_get(&inherited_fh, fi->fh);
+    return h ? h : (struct kvfs_handle *)(uintptr_t)fi->fh;
+}
+
+static uint64_t handle_fh(const struct kvfs_handle *h) {
+    return h->fh ? h->fh : (uint64_t)(uintptr_t)h;
 }
 
 /* The kernel sends RELEASE once every request on a file is answered, but a
@@ -127,7 +139,7 @@ static void handle_wait_idle(struct kvfs_handle *h) {
 }
 
 static struct kvfs_handle *handle_new(enum handle_kind kind, struct kvfs_inode *ino) {
-    struct kvfs_handle *h = calloc(1, sizeof(*h));
+    struct kvfs_handle *h = kvfs_idmap_alloc(&inherited_fh, sizeof(*h));
     if (!h)
         return NULL;
     h->kind = kind;
@@ -158,6 +170,8 @@ static void handle_free(struct kvfs_handle *h) {
     if (h->all_next)
         h->all_next->all_prev = h->all_prev;
     pthread_mutex_unlock(&all_handles.lock);
+    if (h->fh)
+        kvfs_idmap_del(&inherited_fh, h->fh);
     writer_remove(h);
     if (h->indexed_open)
         kvfs_evict_closed(h->parent, h->name);
@@ -1047,7 +1061,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
      * up and misses), so caching its attributes is safe, and it saves the
      * GETATTR round trip the kernel makes before the first write. */
     e.attr_timeout = kvfs_d.cfg.meta_timeout;
-    fi->fh = (uint64_t)(uintptr_t)h;
+    fi->fh = handle_fh(h);
     bool pass = kvfs_pt_for_writes();
     setup_data_path(fi, h, pass ? h->fd : -1, !pass);
     kvfs_stat_inc(&kvfs_d.stats, creates);
@@ -1186,7 +1200,7 @@ static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
         return;
     }
     kvfs_stat_inc(&kvfs_d.stats, opens);
-    fi->fh = (uint64_t)(uintptr_t)h;
+    fi->fh = handle_fh(h);
     if (h->kind == H_READ)
         setup_data_path(fi, h, h->fd, false);
     else if (h->kind == H_STAGE)
@@ -1389,7 +1403,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info 
         reply_err(req, ENOMEM);
         return;
     }
-    fi->fh = (uint64_t)(uintptr_t)h;
+    fi->fh = handle_fh(h);
     if (fuse_reply_open(req, fi) != 0)
         handle_free(h);
 }
@@ -1524,6 +1538,207 @@ void kvfs_ops_release_all(void) {
         kvfs_debug("released at unmount: a handle whose RELEASE never came");
         release_handle(h);
     }
+}
+
+/* ---- handing the open files over (kvfs_handover) ---- */
+
+#define NO_FD UINT64_MAX
+
+static void save_handle(struct kvfs_wire_out *w, struct kvfs_fdset *fds, struct kvfs_handle *h,
+                        int *err) {
+    int64_t fdi = -1;
+    if (h->fd >= 0 && (fdi = kvfs_fdset_add(fds, h->fd)) < 0)
+        *err = (int)fdi;
+    kvfs_wire_put_u64(w, handle_fh(h));
+    kvfs_wire_put_u64(w, (uint64_t)h->kind);
+    kvfs_wire_put_u64(w, h->ino ? kvfs_inode_nodeid(h->ino) : 0);
+    kvfs_wire_put_u64(w, fdi < 0 ? NO_FD : (uint64_t)fdi);
+    kvfs_wire_put_u64(w, (uint64_t)h->pub.state);
+    kvfs_wire_put_u64(w, (uint64_t)-h->pub.error);
+    kvfs_wire_put_u64(w, h->pub.written);
+    kvfs_wire_put_str(w, h->stage.sname);
+    kvfs_wire_put_u64(w, (uint64_t)h->stage.dev);
+    kvfs_wire_put_u64(w, (uint64_t)h->stage.ino);
+    kvfs_wire_put_u64(w, h->parent ? kvfs_inode_nodeid(h->parent) : 0);
+    kvfs_wire_put_str(w, h->name);
+    kvfs_wire_put_u64(w, h->exclusive);
+    kvfs_wire_put_u64(w, h->own_inode);
+    kvfs_wire_put_u64(w, h->backing);
+    kvfs_wire_put_u64(w, (uint64_t)h->published.st_size);
+    kvfs_wire_put_u64(w, (uint64_t)h->published.st_mtim.tv_sec);
+    kvfs_wire_put_u64(w, (uint64_t)h->published.st_mtim.tv_nsec);
+    kvfs_wire_put_u64(w, h->watch_after);
+    kvfs_wire_put_u64(w, h->created);
+    kvfs_wire_put_u64(w, (uint64_t)h->opener);
+    kvfs_wire_put_u64(w, h->registered ? h->wparent : 0);
+    kvfs_wire_put_u64(w, h->indexed_open);
+    kvfs_wire_put_u64(w, h->buf ? h->len : 0);
+    kvfs_wire_put_bytes(w, h->buf, h->buf ? h->len : 0);
+    kvfs_wire_put_u64(w, h->list.n);
+    for (size_t i = 0; i < h->list.n; i++) {
+        kvfs_wire_put_str(w, h->list.ents[i].name);
+        kvfs_wire_put_u64(w, h->list.ents[i].type);
+    }
+}
+
+int kvfs_ops_save(struct kvfs_wire_out *w, struct kvfs_fdset *fds) {
+    int err = 0;
+    pthread_mutex_lock(&all_handles.lock);
+    uint64_t n = 0;
+    for (struct kvfs_handle *h = all_handles.head; h; h = h->all_next)
+        n++;
+    kvfs_wire_put_u64(w, n);
+    for (struct kvfs_handle *h = all_handles.head; h; h = h->all_next)
+        save_handle(w, fds, h, &err);
+    pthread_mutex_unlock(&all_handles.lock);
+    /* Recent misses decide whether a publication must invalidate a negative
+     * entry; losing them would leave such entries until negative_timeout. */
+    kvfs_wire_put_bytes(w, miss_ns, sizeof(miss_ns));
+    return err ? err : w->err;
+}
+
+static struct kvfs_inode *restored_inode(uint64_t nodeid, bool dir) {
+    struct kvfs_inode *ino = kvfs_inode_get_inherited(nodeid);
+    if (!ino || (dir && ino->kind != KVFS_INODE_DIR))
+        return NULL;
+    return ino;
+}
+
+static int restore_handle(struct kvfs_wire_in *r, int *fds, size_t nfds) {
+    uint64_t fh = kvfs_wire_get_u64(r);
+    enum handle_kind kind = (enum handle_kind)kvfs_wire_get_max(r, H_DIR);
+    uint64_t ino_id = kvfs_wire_get_u64(r);
+    uint64_t fdi = kvfs_wire_get_u64(r);
+    if (!kvfs_wire_in_ok(r))
+        return r->err;
+    struct kvfs_inode *ino = restored_inode(ino_id, false);
+    if (!ino || fh == 0 || kvfs_idmap_get(&inherited_fh, fh))
+        return -EBADMSG;
+    struct kvfs_handle *h = handle_new(kind, ino);
+    if (!h)
+        return -ENOMEM;
+    int rc = kvfs_idmap_put(&inherited_fh, fh, h);
+    if (rc) {
+        handle_free(h);
+        return rc;
+    }
+    h->fh = fh;
+    if (fdi != NO_FD) {
+        if (fdi >= nfds || fds[fdi] < 0) {
+            r->err = -EBADMSG;
+        } else {
+            h->fd = fds[fdi];
+            fds[fdi] = -1;
+        }
+    }
+    h->pub.state = (enum kvfs_pub_state)kvfs_wire_get_max(r, KVFS_PUB_FAILED);
+    h->pub.error = -(int)kvfs_wire_get_max(r, 4095);
+    h->pub.written = kvfs_wire_get_max(r, 1);
+    kvfs_wire_get_str_into(r, h->stage.sname, sizeof(h->stage.sname));
+    h->stage.dev = (dev_t)kvfs_wire_get_u64(r);
+    h->stage.ino = (ino_t)kvfs_wire_get_u64(r);
+    h->stage.fd = kind == H_STAGE ? h->fd : -1;
+    uint64_t parent_id = kvfs_wire_get_u64(r);
+    kvfs_wire_get_str_into(r, h->name, sizeof(h->name));
+    h->exclusive = kvfs_wire_get_max(r, 1);
+    h->own_inode = kvfs_wire_get_max(r, 1);
+    h->backing = kvfs_wire_get_max(r, 1);
+    h->published.st_size = (off_t)kvfs_wire_get_u64(r);
+    h->published.st_mtim.tv_sec = (time_t)kvfs_wire_get_u64(r);
+    h->published.st_mtim.tv_nsec = (long)kvfs_wire_get_max(r, 999999999);
+    h->watch_after = kvfs_wire_get_max(r, 1);
+    h->created = kvfs_wire_get_u64(r);
+    h->opener = (pid_t)kvfs_wire_get_max(r, INT32_MAX);
+    uint64_t wparent = kvfs_wire_get_u64(r);
+    bool indexed = kvfs_wire_get_max(r, 1);
+    size_t len = (size_t)kvfs_wire_get_max(r, r->left);
+    if (len && kvfs_wire_in_ok(r) && !(h->buf = malloc(len)))
+        r->err = -ENOMEM;
+    if (h->buf) {
+        kvfs_wire_get_bytes(r, h->buf, len);
+        h->len = len;
+    }
+    size_t n = (size_t)kvfs_wire_get_max(r, r->left / 16);
+    if (n && kvfs_wire_in_ok(r) && !(h->list.ents = calloc(n, sizeof(*h->list.ents))))
+        r->err = -ENOMEM;
+    for (size_t i = 0; i < n && kvfs_wire_in_ok(r); i++) {
+        h->list.ents[i].name = kvfs_wire_get_str(r, KVFS_NAME_MAX);
+        h->list.ents[i].type = (unsigned char)kvfs_wire_get_max(r, 255);
+        if (kvfs_wire_in_ok(r) && !h->list.ents[i].name)
+            r->err = -EBADMSG;
+        h->list.n = h->list.cap = i + 1;
+    }
+    if (parent_id && kvfs_wire_in_ok(r)) {
+        h->parent = restored_inode(parent_id, true);
+        if (h->parent)
+            kvfs_inode_ref(h->parent);
+        else
+            r->err = -EBADMSG;
+    }
+    /* What a kind needs to be served: a descriptor for files, a place to
+     * publish for writers. */
+    if (kvfs_wire_in_ok(r) && (kind == H_READ || kind == H_STAGE) &&
+        (h->fd < 0 || ino->kind != KVFS_INODE_FILE))
+        r->err = -EBADMSG;
+    if (kvfs_wire_in_ok(r) && kind == H_STAGE && !h->parent)
+        r->err = -EBADMSG;
+    if (!kvfs_wire_in_ok(r)) {
+        h->backing = false; /* the inode's count was restored with it */
+        handle_free(h);
+        return r->err;
+    }
+    if (wparent) {
+        pthread_mutex_lock(&writers_lock);
+        writer_add_locked(h, wparent);
+        pthread_mutex_unlock(&writers_lock);
+    }
+    /* Counted open again once the block index is up (kvfs_ops_reindex). */
+    h->indexed_open = false;
+    h->reindex = indexed && h->parent;
+    return 0;
+}
+
+int kvfs_ops_restore(struct kvfs_wire_in *r, int *fds, size_t nfds) {
+    uint64_t n = kvfs_wire_get_max(r, r->left / 64);
+    for (uint64_t i = 0; i < n; i++) {
+        int rc = restore_handle(r, fds, nfds);
+        if (rc)
+            return rc;
+    }
+    uint64_t misses[MISS_SLOTS];
+    kvfs_wire_get_bytes(r, misses, sizeof(misses));
+    if (!kvfs_wire_in_ok(r))
+        return r->err;
+    for (size_t i = 0; i < MISS_SLOTS; i++)
+        atomic_store_explicit(&miss_ns[i], misses[i], memory_order_relaxed);
+    return 0;
+}
+
+void kvfs_ops_reindex(void) {
+    pthread_mutex_lock(&all_handles.lock);
+    for (struct kvfs_handle *h = all_handles.head; h; h = h->all_next) {
+        if (h->reindex && kvfs_evict_enabled()) {
+            h->indexed_open = true;
+            kvfs_evict_opened(h->parent, h->name, h->fd);
+        }
+        h->reindex = false;
+    }
+    pthread_mutex_unlock(&all_handles.lock);
+}
+
+void kvfs_ops_drop_all(void) {
+    for (;;) {
+        pthread_mutex_lock(&all_handles.lock);
+        struct kvfs_handle *h = all_handles.head;
+        pthread_mutex_unlock(&all_handles.lock);
+        if (!h)
+            break;
+        /* The successor owns the backing ids and the index counts now. */
+        h->backing = false;
+        h->indexed_open = false;
+        handle_free(h);
+    }
+    kvfs_idmap_free(&inherited_fh);
 }
 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t nodeid, int datasync,

@@ -21,7 +21,17 @@
  * page cache, 1 MiB requests) and says why in its log, stats and metrics.
  * Splice is not used in either mode: with passthrough no data reaches the
  * daemon, and without it a pipe cannot hold a whole 1 MiB request unless
- * pipe-max-size is raised, in which case libfuse silently copies anyway. */
+ * pipe-max-size is raised, in which case libfuse silently copies anyway.
+ *
+ * The reader is also where a takeover (kvfs_handover) stops and starts the
+ * flow of requests. libfuse drops a request it reads after its session is
+ * told to exit, so the session is never stopped with readers blocked in
+ * read(): the descriptor is non-blocking, readers wait in poll() beside an
+ * eventfd, and kvfs_chan_pause() parks them all between requests, with no
+ * request taken from the kernel and not yet answered. A successor never
+ * sees the kernel's INIT, which came once per connection: it replays the one
+ * its predecessor received, so that libfuse negotiates the same session, and
+ * keeps the reply to itself. */
 #define _GNU_SOURCE
 #include "kvfs_passthrough.h"
 #include "kvfs_deadline.h"
@@ -36,6 +46,9 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -95,6 +108,23 @@ static bool kernel_offers;     /* the INIT request advertised passthrough */
 static uint32_t kernel_flags2; /* what else it advertised in flags2 */
 static bool active;            /* passthrough accepted and a probe succeeded */
 static char reason[160] = "not negotiated yet";
+
+/* The kernel's INIT request, kept for a successor, or one to replay. */
+#define INIT_MAX 256
+static char init_req[INIT_MAX];
+static size_t init_req_len;
+static _Atomic bool replay_pending;
+static __thread bool replayed_here; /* this thread is serving the replayed INIT */
+
+/* Parking the readers (see the top of the file). */
+static pthread_mutex_t park_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t park_cond = PTHREAD_COND_INITIALIZER;
+static int wake_fd = -1;
+static bool parking, leaving;
+static unsigned busy;    /* requests handed to libfuse and not yet finished */
+static unsigned polling; /* readers between leaving the lock and reading */
+static __thread bool holding;
+static __thread int nonblocking_fd = -1;
 
 static __thread bool init_pending;
 static __thread bool open_pending;
@@ -228,10 +258,149 @@ static void probe(void) {
                                             "keeps writes in the daemon");
 }
 
+static void poll_cancelled(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&park_lock);
+    polling--;
+    pthread_mutex_unlock(&park_lock);
+}
+
+/* One read from the kernel that never blocks with the park lock free. */
+static ssize_t read_request(int fd, void *buf, size_t len) {
+    if (nonblocking_fd != fd) {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl >= 0 && !(fl & O_NONBLOCK))
+            fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+        nonblocking_fd = fd;
+    }
+    /* libfuse cancels idle readers when its loop ends; a reader may only be
+     * cancelled in poll(), never holding the park lock or with a request
+     * read and not yet handed over. */
+    int cancel_state;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
+    pthread_mutex_lock(&park_lock);
+    if (holding) {
+        holding = false;
+        if (--busy == 0 && parking)
+            pthread_cond_broadcast(&park_cond);
+    }
+    for (;;) {
+        while (parking && !leaving)
+            pthread_cond_wait(&park_cond, &park_lock);
+        if (leaving) {
+            pthread_mutex_unlock(&park_lock);
+            pthread_setcancelstate(cancel_state, NULL);
+            errno = EINTR;
+            return -1;
+        }
+        if (atomic_exchange(&replay_pending, false)) {
+            memcpy(buf, init_req, init_req_len < len ? init_req_len : len);
+            busy++;
+            holding = true;
+            replayed_here = true;
+            pthread_mutex_unlock(&park_lock);
+            pthread_setcancelstate(cancel_state, NULL);
+            return (ssize_t)(init_req_len < len ? init_req_len : len);
+        }
+        polling++;
+        pthread_mutex_unlock(&park_lock);
+        struct pollfd pf[2] = {{.fd = fd, .events = POLLIN}, {.fd = wake_fd, .events = POLLIN}};
+        int pr;
+        pthread_cleanup_push(poll_cancelled, NULL);
+        pthread_setcancelstate(cancel_state, NULL);
+        pr = poll(pf, wake_fd >= 0 ? 2 : 1, -1);
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+        pthread_cleanup_pop(0);
+        ssize_t n = -1;
+        int e = EAGAIN;
+        if (pr > 0 && (pf[0].revents & (POLLIN | POLLERR | POLLHUP)) && !(pf[1].revents & POLLIN)) {
+            n = read(fd, buf, len);
+            e = errno;
+        } else if (pr < 0) {
+            e = errno;
+        }
+        pthread_mutex_lock(&park_lock);
+        if (--polling == 0 && parking)
+            pthread_cond_broadcast(&park_cond);
+        if (n > 0) {
+            busy++;
+            holding = true;
+            pthread_mutex_unlock(&park_lock);
+            pthread_setcancelstate(cancel_state, NULL);
+            return n;
+        }
+        if (n == 0 || (e != EAGAIN && e != EINTR)) {
+            pthread_mutex_unlock(&park_lock);
+            pthread_setcancelstate(cancel_state, NULL);
+            errno = e;
+            return n; /* ENODEV: unmounted or aborted */
+        }
+    }
+}
+
+int kvfs_chan_pause(unsigned timeout_s) {
+    pthread_mutex_lock(&park_lock);
+    parking = true;
+    if (wake_fd >= 0)
+        eventfd_write(wake_fd, 1); /* stays readable until resumed */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_s;
+    int rc = 0;
+    while ((busy || polling) && rc == 0)
+        rc = pthread_cond_timedwait(&park_cond, &park_lock, &until);
+    bool idle = !busy && !polling;
+    pthread_mutex_unlock(&park_lock);
+    if (!idle) {
+        kvfs_chan_resume();
+        return -ETIMEDOUT;
+    }
+    return 0;
+}
+
+void kvfs_chan_resume(void) {
+    pthread_mutex_lock(&park_lock);
+    parking = false;
+    eventfd_t v;
+    if (wake_fd >= 0)
+        eventfd_read(wake_fd, &v);
+    pthread_cond_broadcast(&park_cond);
+    pthread_mutex_unlock(&park_lock);
+}
+
+void kvfs_chan_leave(void) {
+    pthread_mutex_lock(&park_lock);
+    leaving = true;
+    pthread_cond_broadcast(&park_cond);
+    pthread_mutex_unlock(&park_lock);
+}
+
+size_t kvfs_pt_init_request(void *buf, size_t cap) {
+    size_t n = init_req_len < cap ? init_req_len : cap;
+    memcpy(buf, init_req, n);
+    return n;
+}
+
+enum kvfs_pt_policy kvfs_pt_policy(void) {
+    return policy;
+}
+
+int kvfs_pt_replay_init(const void *buf, size_t len) {
+    if (len < sizeof(struct k_in_header) + sizeof(struct k_init_in) || len > INIT_MAX)
+        return -EINVAL;
+    const struct k_in_header *h = buf;
+    if (h->opcode != K_FUSE_INIT || h->len != len)
+        return -EINVAL;
+    memcpy(init_req, buf, len);
+    init_req_len = len;
+    atomic_store(&replay_pending, true);
+    return 0;
+}
+
 static ssize_t kvfs_read(int fd, void *buf, size_t len, void *userdata) {
     (void)userdata;
-    ssize_t n = read(fd, buf, len);
-    if (n >= (ssize_t)sizeof(struct k_in_header)) {
+    ssize_t n = read_request(fd, buf, len);
+    if (n >= (ssize_t)sizeof(struct k_in_header) && !replayed_here) {
         const struct k_in_header *h = buf;
         kvfs_deadline_begin(fd, h->unique, h->opcode);
     }
@@ -239,6 +408,10 @@ static ssize_t kvfs_read(int fd, void *buf, size_t len, void *userdata) {
         const struct k_in_header *h = buf;
         if (h->opcode == K_FUSE_INIT) {
             const struct k_init_in *in = (const void *)(h + 1);
+            if (!replayed_here) {
+                init_req_len = (size_t)n < INIT_MAX ? (size_t)n : INIT_MAX;
+                memcpy(init_req, buf, init_req_len);
+            }
             kernel_flags2 = (in->flags & K_FUSE_INIT_EXT) ? in->flags2 : 0;
             kernel_offers = (kernel_flags2 & K_FUSE_PASSTHROUGH_FLAGS2) != 0;
         }
@@ -265,8 +438,17 @@ static ssize_t kvfs_writev(int fd, struct iovec *iov, int count, void *userdata)
             }
             memcpy(iov[1].iov_base, &init, sizeof(init));
         }
-        ssize_t n = writev(fd, iov, count);
+        ssize_t n = 0;
         int e = errno;
+        if (replayed_here) {
+            /* The kernel got its reply from our predecessor. */
+            for (int i = 0; i < count; i++)
+                n += (ssize_t)iov[i].iov_len;
+            replayed_here = false;
+        } else {
+            n = writev(fd, iov, count);
+            e = errno;
+        }
         probe();
         errno = e;
         return n;
@@ -294,5 +476,9 @@ int kvfs_pt_install(struct fuse_session *se, enum kvfs_pt_policy pol) {
     };
     policy = pol;
     dev_fd = fuse_session_fd(se);
+    if (wake_fd < 0)
+        wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake_fd < 0)
+        return -1;
     return fuse_session_custom_io(se, &io, dev_fd);
 }

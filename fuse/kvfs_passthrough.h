@@ -31,6 +31,20 @@ int kvfs_pt_acquire(struct kvfs_inode *ino, int fd);
 int kvfs_pt_acquire_existing(struct kvfs_inode *ino);
 void kvfs_pt_release(struct kvfs_inode *ino);
 
+/* Taking over (kvfs_handover). Pause parks every reader between requests and
+ * returns once no request is being served (-ETIMEDOUT, resumed, if that
+ * takes longer than TIMEOUT_S); resume lets them read again; leave makes the
+ * parked readers return so that an exited session's loop ends. */
+int kvfs_chan_pause(unsigned timeout_s);
+void kvfs_chan_resume(void);
+void kvfs_chan_leave(void);
+/* The kernel's INIT request as received (for a successor): its length. */
+size_t kvfs_pt_init_request(void *buf, size_t cap);
+/* In a successor, before the loop: libfuse is handed REQ as INIT and its
+ * reply goes nowhere. 0 or -EINVAL for something that is not an INIT. */
+int kvfs_pt_replay_init(const void *req, size_t len);
+enum kvfs_pt_policy kvfs_pt_policy(void);
+
 int kvfs_pt_backing_open(int fd);
 void kvfs_pt_backing_close(int id);
 

@@ -121,6 +121,30 @@ class Mount:
             out[key] = int(value) if value.isdigit() else value
         return out
 
+    def takeover(self, options=None, env=None, timeout=30.0):
+        """Starts a successor with --takeover; on success it becomes this
+        mount's daemon. Returns (returncode of the successor if it failed or
+        0, the predecessor's exit status or None if it still runs)."""
+        opts = self.options if options is None else list(options)
+        cmd = [self.kvfs_bin, "-f", "--takeover"]
+        if opts:
+            cmd += ["-o", ",".join(opts)]
+        cmd += [str(self.backing), str(self.mnt)]
+        full_env = dict(os.environ, **env) if env else None
+        old = self.proc
+        new = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, env=full_env)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if new.poll() is not None:
+                return new.returncode, old.poll()
+            if old.poll() is not None:
+                self.proc = new
+                return 0, old.returncode
+            time.sleep(0.005)
+        new.kill()
+        new.wait()
+        raise RuntimeError(f"takeover did not finish within {timeout}s: {self.log()}")
+
     def kill(self, sig=signal.SIGKILL):
         self.proc.send_signal(sig)
         self.proc.wait(timeout=10)

@@ -239,3 +239,25 @@ def test_normal_build_refuses_faults(kvfs_bin, backing, tmp_path, request):
     assert r.returncode == 2
     assert "built without fault injection" in r.stderr
     assert os.listdir(backing) == []  # refused before touching the store
+
+
+def test_failed_successor_leaves_the_daemon_serving(mount_factory, backing, faults, tmp_path):
+    """A successor that fails once it holds the state (as if it crashed before
+    it was ready) changes nothing: the running daemon goes back to serving,
+    with every open file as it was, and a later takeover succeeds."""
+    sock = f"handover_socket={tmp_path / 'h.sock'}"
+    m = mount_factory(backing, options=[sock])
+    name = PREFIX + "a" * 28 + ".bin"
+    writer = open(m.mnt / name, "wb")
+    writer.write(b"x" * 50000)
+    writer.flush()
+    rc, old = m.takeover(m.options, env=faults("takeover:EIO"))
+    assert rc == 1 and old is None
+    assert "serving on" in m.log()
+    writer.write(b"y" * 50000)
+    writer.close()
+    assert (m.mnt / name).read_bytes() == b"x" * 50000 + b"y" * 50000
+    assert staging_files(backing) == []
+    rc, old = m.takeover()
+    assert (rc, old) == (0, 0), m.log()[-2000:]
+    assert (m.mnt / name).read_bytes() == b"x" * 50000 + b"y" * 50000
