@@ -1,7 +1,9 @@
 """Load: two daemons on one backing store, concurrent writers and readers of
-overlapping blocks, eviction running, for a bounded time (KVFS_SOAK_SECONDS,
-20 by default): no torn or wrong read (every block's content derives from its
-name), no published block lost except by eviction, daemon memory flat. And
+overlapping blocks, eviction running, and one daemon replaced by a successor
+(kvfs --takeover) every KVFS_SOAK_TAKEOVER_EVERY seconds (5), for a bounded
+time (KVFS_SOAK_SECONDS, 20 by default): no torn or wrong read (every block's
+content derives from its name), no error at all from a takeover, no published
+block lost except by eviction, daemon memory flat. And
 SIGKILL of a daemon at random moments under that load: after a remount every
 block published before the kill is whole, nothing partial is visible, and the
 staging debris is collected."""
@@ -29,7 +31,9 @@ def rss_kb(pid):
 def test_soak_two_daemons_with_eviction(kvfs_bin, backing, tmp_path, passthrough):
     seconds = float(os.environ.get("KVFS_SOAK_SECONDS", "20"))
     opts = ["capacity=24M", "evict_high=90", "evict_low=60", "atime_interval=0"]
-    a = Mount(kvfs_bin, backing, tmp_path / "a", opts).start()
+    every = float(os.environ.get("KVFS_SOAK_TAKEOVER_EVERY", "5"))
+    a = Mount(kvfs_bin, backing, tmp_path / "a",
+              opts + [f"handover_socket={tmp_path / 'a.sock'}"]).start()
     b = Mount(kvfs_bin, backing, tmp_path / "b", opts).start()
     names = [block_name(i) for i in range(200)]  # 50 MB of blocks for a 24 MB store
     for m in (a, b):
@@ -90,7 +94,12 @@ def test_soak_two_daemons_with_eviction(kvfs_bin, backing, tmp_path, passthrough
         t.start()
     time.sleep(min(3.0, seconds / 4))
     rss0 = (rss_kb(a.proc.pid), rss_kb(b.proc.pid))
-    time.sleep(seconds)
+    takeovers = []
+    end = time.time() + seconds
+    while time.time() < end:
+        time.sleep(max(0.0, min(every, end - time.time())))
+        if time.time() < end - 0.5:
+            takeovers.append(a.takeover())
     stop.set()
     for t in threads:
         t.join()
@@ -100,8 +109,10 @@ def test_soak_two_daemons_with_eviction(kvfs_bin, backing, tmp_path, passthrough
     b.stop()
     print(f"\nsoak {seconds:.0f}s: {counts['writes']} writes, {counts['reads']} reads "
           f"({counts['reads'] / seconds:.0f}/s), {counts['misses']} misses, {evicted} evicted, "
-          f"RSS {rss0} -> {rss1} kB, {counts['open_eio']} open EIO (known bug)")
+          f"RSS {rss0} -> {rss1} kB, {len(takeovers)} takeovers of one daemon, "
+          f"{counts['open_eio']} open EIO (known bug)")
     try:
+        assert all(t == (0, 0) for t in takeovers), takeovers
         assert bad == [], bad[:5]
         assert errors == [], errors[:5]
         assert counts["reads"] > 0 and counts["writes"] > 0 and evicted > 0

@@ -1,7 +1,9 @@
 """k8s/entrypoint.sh against a real kvfs daemon: it mounts and serves, its
 probe tells a serving mount from a missing, stale or hung one, `stop`
-unmounts (lazily when busy), and `run` clears the stale mount a killed
-daemon leaves behind. Every mount is detached in teardown."""
+unmounts (lazily when busy), `run` clears the stale mount a killed daemon
+leaves behind, and a second `run` (the surge pod of an upgrade) takes a live
+daemon's mount over while the old pod leaves it alone. Every mount is
+detached in teardown."""
 
 import os
 import signal
@@ -24,7 +26,8 @@ class Node:
         self.backing.mkdir()
         opts = f"passthrough={passthrough}"
         self.env = dict(os.environ, KVFS_BACKING=str(self.backing), KVFS_MOUNT=str(self.mnt),
-                        KVFS_OPTIONS=opts, KVFS_BIN=kvfs_bin, KVFS_PROBE_TIMEOUT="2")
+                        KVFS_OPTIONS=opts, KVFS_BIN=kvfs_bin, KVFS_PROBE_TIMEOUT="2",
+                        KVFS_STATE=str(tmp_path / "handed-over"))
         self.procs = []
         self.log = tmp_path / "entrypoint.log"
 
@@ -47,6 +50,20 @@ class Node:
                 return
             time.sleep(0.1)
         raise AssertionError("mount never became ready")
+
+    @staticmethod
+    def daemon_pid(p, timeout=10):
+        """The kvfs daemon the entrypoint process P runs as its child."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                kids = Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
+            except OSError:
+                kids = []
+            if kids:
+                return int(kids[0])
+            time.sleep(0.05)
+        raise AssertionError("the entrypoint runs no daemon")
 
     def cleanup(self):
         for p in self.procs:
@@ -110,8 +127,8 @@ def test_run_clears_the_stale_mount_of_a_killed_daemon(node):
     p = node.start()
     node.wait_ready(p)
     n = put(node.mnt, 3)
-    os.kill(p.pid, signal.SIGKILL)  # exec'd: this is the daemon itself
-    p.wait()
+    os.kill(node.daemon_pid(p), signal.SIGKILL)
+    assert p.wait(timeout=10) != 0
     assert is_mounted(node.mnt), "expected a stale mount"
     with pytest.raises(OSError):
         os.stat(node.mnt / "ns")
@@ -127,14 +144,47 @@ def test_run_clears_the_stale_mount_of_a_killed_daemon(node):
 def test_probe_fails_on_a_hung_daemon_instead_of_hanging(node):
     p = node.start()
     node.wait_ready(p)
-    os.kill(p.pid, signal.SIGSTOP)
+    daemon = node.daemon_pid(p)
+    os.kill(daemon, signal.SIGSTOP)
     try:
         t0 = time.time()
         r = node.sh("probe", timeout=20)
         assert r.returncode != 0
         assert time.time() - t0 < 10
     finally:
-        os.kill(p.pid, signal.SIGCONT)
+        os.kill(daemon, signal.SIGCONT)
+
+
+def test_upgrade_takes_the_live_mount_over_and_the_old_pod_leaves_it(node, tmp_path):
+    old = node.start()
+    node.wait_ready(old)
+    n = put(node.mnt, 5)
+    held = open(node.mnt / "ns" / n, "rb")  # a vLLM pod reading through the upgrade
+    first = held.read(100)
+    new_state = str(tmp_path / "handed-over-new")
+    new = node.start(KVFS_STATE=new_state)  # the surge pod
+    deadline = time.time() + 20
+    while "waiting for this pod to be stopped" not in node.log.read_text():
+        assert time.time() < deadline, node.log.read_text()
+        assert new.poll() is None, node.log.read_text()
+        time.sleep(0.05)
+    assert "taking it over" in node.log.read_text()
+    assert old.poll() is None, "the old container must stay up until its pod is deleted"
+    # The DaemonSet deletes the old pod: preStop, then SIGTERM.
+    r = node.sh("stop")
+    assert r.returncode == 0 and "leaving it mounted" in r.stderr, r.stderr
+    old.send_signal(signal.SIGTERM)
+    assert old.wait(timeout=10) == 0
+    assert is_mounted(node.mnt) and node.sh("probe").returncode == 0
+    assert first + held.read() == block_data(n, 65536)
+    held.close()
+    n2 = put(node.mnt, 6)
+    assert (node.mnt / "ns" / n2).read_bytes() == block_data(n2, 65536)
+    # The new pod is the one that unmounts.
+    r = node.sh("stop", KVFS_STATE=new_state)
+    assert r.returncode == 0, r.stderr
+    assert new.wait(timeout=10) == 0
+    assert not is_mounted(node.mnt)
 
 
 def test_bad_configuration_fails_with_a_message(node, tmp_path):

@@ -71,6 +71,11 @@ def test_daemonset_has_what_fuse_and_propagation_need(built):
     assert mounts["mnt"]["mountPropagation"] == "Bidirectional"
     assert vols["mnt"]["hostPath"]["path"] == "/mnt/kvfs"
     assert vols["backing"]["persistentVolumeClaim"]["claimName"] == "kvfs-backing"
+    # Upgrades by takeover: the new pod starts beside the old one, and both
+    # see the handover socket's directory.
+    assert ds["spec"]["updateStrategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert vols["run-kvfs"]["hostPath"]["path"] == "/run/kvfs"
+    assert mounts["run-kvfs"]["mountPath"] == "/run/kvfs"
     assert ("PersistentVolumeClaim", "kvfs-backing") in built
     pvc = built[("PersistentVolumeClaim", "kvfs-backing")]
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]

@@ -159,6 +159,32 @@ START_TEST(capacity_options) {
 }
 END_TEST
 
+START_TEST(takeover_and_handover_socket) {
+    struct kvfs_config c;
+    char err[256];
+    ck_assert_int_eq(parse(&c, err, 3, "/b", "/m"), 0);
+    ck_assert(!c.takeover && !c.handover_off && c.handover_socket[0] == '\0');
+    ck_assert_int_eq(parse(&c, err, 6, "--takeover", "-o", "handover_socket=/run/x.sock", "/b",
+                           "/m"),
+                     0);
+    ck_assert(c.takeover);
+    ck_assert_str_eq(c.handover_socket, "/run/x.sock");
+    ck_assert_int_eq(parse(&c, err, 5, "-o", "handover_socket=none", "/b", "/m"), 0);
+    ck_assert(c.handover_off);
+    char longp[200];
+    memset(longp, 'a', sizeof(longp) - 1);
+    longp[0] = '/';
+    longp[sizeof(longp) - 1] = '\0';
+    char opt[256];
+    snprintf(opt, sizeof(opt), "handover_socket=%s", longp);
+    const char *bad[] = {"handover_socket=", "handover_socket", "handover_socket=rel.sock", opt};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert_int_eq(parse(&c, err, 5, "-o", bad[i], "/b", "/m"), -1);
+        ck_assert_msg(strstr(err, "handover_socket"), "%s: %s", bad[i], err);
+    }
+}
+END_TEST
+
 START_TEST(help_and_version) {
     struct kvfs_config c;
     char err[256];
@@ -177,6 +203,7 @@ int main(void) {
     tcase_add_test(tc, bad_options);
     tcase_add_test(tc, capacity_options);
     tcase_add_test(tc, help_and_version);
+    tcase_add_test(tc, takeover_and_handover_socket);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
