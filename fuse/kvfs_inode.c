@@ -345,6 +345,7 @@ static void save_one(struct kvfs_wire_out *w, struct kvfs_fdset *fds, struct kvf
     kvfs_wire_put_u64(w, p->is_block);
     kvfs_wire_put_u64(w, (uint64_t)p->backing_id);
     kvfs_wire_put_u64(w, p->backing_refs);
+    kvfs_wire_put_u64(w, p->pt_retired);
     kvfs_wire_put_u64(w, fdi < 0 ? NO_FD : (uint64_t)fdi);
 }
 
@@ -416,6 +417,7 @@ int kvfs_itable_restore(struct kvfs_wire_in *r, int *fds, size_t nfds) {
         p->is_block = kvfs_wire_get_max(r, 1);
         p->backing_id = (int)kvfs_wire_get_max(r, INT32_MAX);
         p->backing_refs = (uint32_t)kvfs_wire_get_max(r, UINT32_MAX);
+        p->pt_retired = kvfs_wire_get_max(r, 1);
         uint64_t fdi = kvfs_wire_get_u64(r);
         if (fdi != NO_FD) {
             if (fdi >= nfds || fds[fdi] < 0 || p->kind != KVFS_INODE_DIR) {

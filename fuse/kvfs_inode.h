@@ -48,6 +48,10 @@ struct kvfs_inode {
      * backing file while it is open, and how many handles use it. */
     int backing_id;
     uint32_t backing_refs;
+    /* Its own backing file is gone (evicted, replaced) and an open of it was
+     * answered through the daemon: no backing id is registered for it again
+     * (see kvfs_pt_acquire_existing). */
+    bool pt_retired;
     /* Directories: id + 1 in the block index (kvfs_evict.c), 0 if not known. */
     int64_t index_dir;
 };

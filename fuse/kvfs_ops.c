@@ -94,7 +94,7 @@ static struct {
 } all_handles = {PTHREAD_MUTEX_INITIALIZER, NULL};
 
 static void setup_data_path(struct fuse_file_info *fi, struct kvfs_handle *h, int backing_fd,
-                            bool through_daemon);
+                            bool through_daemon, bool gone);
 
 /* File handles inherited at a takeover (see core/kvfs_idmap). */
 static struct kvfs_idmap inherited_fh = KVFS_IDMAP_INIT;
@@ -974,9 +974,14 @@ static int publish_handle(struct kvfs_handle *h, const char *why) {
     }
     if (h->own_inode)
         kvfs_inode_move(h->ino, h->parent, h->name);
-    if (rc == KVFS_PUBLISHED && miss_since(kvfs_inode_nodeid(h->parent), h->name, h->created)) {
-        /* Another process missed this name while it was being written and
-         * holds a negative entry: drop it so that it sees the file now. */
+    /* A writer that reopened a gone inode (retired from passthrough) leaves
+     * the kernel's entry pointing to it; and another process that missed
+     * this name while it was being written holds a negative entry. Either
+     * way, drop the entry so that the name is looked up again now. */
+    bool retired = !h->own_inode && h->ino && h->ino->pt_retired;
+    if ((rc == KVFS_PUBLISHED || rc == KVFS_DISCARDED) &&
+        (retired ||
+         (rc == KVFS_PUBLISHED && miss_since(kvfs_inode_nodeid(h->parent), h->name, h->created)))) {
         fuse_lowlevel_notify_inval_entry(kvfs_d.se, kvfs_inode_nodeid(h->parent), h->name,
                                          strlen(h->name));
     }
@@ -1063,7 +1068,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     e.attr_timeout = kvfs_d.cfg.meta_timeout;
     fi->fh = handle_fh(h);
     bool pass = kvfs_pt_for_writes();
-    setup_data_path(fi, h, pass ? h->fd : -1, !pass);
+    setup_data_path(fi, h, pass ? h->fd : -1, !pass, false);
     kvfs_stat_inc(&kvfs_d.stats, creates);
     if (fuse_reply_create(req, &e, fi) != 0) {
         /* The caller is gone (interrupted): no RELEASE will come. */
@@ -1082,15 +1087,20 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
  * an open without FOPEN_PASSTHROUGH of an inode that is open in passthrough,
  * and two opens racing through the daemon cannot know which reply the kernel
  * applies first. FOPEN_DIRECT_IO then takes precedence for reads and writes
- * (the kernel serves only mmap from the backing file). */
+ * (the kernel serves only mmap from the backing file). GONE: the inode's own
+ * file is no longer at its name (BACKING_FD is -1, or another copy of the
+ * block), so none is registered: an id the inode already has is shared, and
+ * without one the inode is retired from passthrough (see
+ * kvfs_pt_acquire_existing), so no racing open can get one the kernel would
+ * apply before this reply. */
 static void setup_data_path(struct fuse_file_info *fi, struct kvfs_handle *h, int backing_fd,
-                            bool through_daemon) {
+                            bool through_daemon, bool gone) {
     static _Atomic bool warned;
     fi->direct_io = 1;
     fi->keep_cache = 0;
     if (kvfs_pt_active()) {
-        int id = backing_fd >= 0 ? kvfs_pt_acquire(h->ino, backing_fd)
-                                 : kvfs_pt_acquire_existing(h->ino);
+        int id = backing_fd >= 0 && !gone ? kvfs_pt_acquire(h->ino, backing_fd)
+                                          : kvfs_pt_acquire_existing(h->ino, gone);
         if (id > 0) {
             h->backing = true;
             fi->direct_io = through_daemon;
@@ -1099,7 +1109,7 @@ static void setup_data_path(struct fuse_file_info *fi, struct kvfs_handle *h, in
             kvfs_pt_reply_with(id, through_daemon);
             return;
         }
-        if (backing_fd >= 0 && !atomic_exchange(&warned, true))
+        if (id < 0 && !atomic_exchange(&warned, true))
             kvfs_warn("passthrough refused for an open (%s); serving it through the daemon",
                       strerror(-id));
     }
@@ -1120,6 +1130,7 @@ static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
     bool writing = acc != O_RDONLY || (fi->flags & (O_APPEND | O_TRUNC));
     struct kvfs_handle *h = NULL;
     int rc = 0, pub_fd = -1;
+    bool foreign = false; /* a reader got another copy of the block than its inode's */
     if (ino->kind == KVFS_INODE_CTL_FILE) {
         if (writing) {
             kvfs_debug("write to the control directory refused");
@@ -1167,6 +1178,7 @@ static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
         int fd = open_file_inode(ino, O_RDONLY | (fi->flags & O_DIRECT), &st, true);
         if (fd >= 0 && (fi->flags & O_DIRECT))
             fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_DIRECT);
+        foreign = fd >= 0 && (st.st_dev != ino->dev || st.st_ino != ino->ino);
         if (fd < 0) {
             rc = fd;
         } else if (!(h = handle_new(H_READ, ino))) {
@@ -1202,9 +1214,9 @@ static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
     kvfs_stat_inc(&kvfs_d.stats, opens);
     fi->fh = handle_fh(h);
     if (h->kind == H_READ)
-        setup_data_path(fi, h, h->fd, false);
+        setup_data_path(fi, h, h->fd, false, foreign);
     else if (h->kind == H_STAGE)
-        setup_data_path(fi, h, pub_fd, true);
+        setup_data_path(fi, h, pub_fd, true, pub_fd == -ESTALE);
     if (pub_fd >= 0)
         close(pub_fd); /* a registered backing file keeps its own reference */
     if (fuse_reply_open(req, fi) != 0) {

@@ -162,7 +162,7 @@ int kvfs_pt_acquire(struct kvfs_inode *ino, int fd) {
     pthread_mutex_t *l = id_lock(ino);
     pthread_mutex_lock(l);
     int id = ino->backing_id;
-    if (id == 0) {
+    if (id == 0 && !ino->pt_retired) {
         id = kvfs_pt_backing_open(fd);
         if (id > 0)
             ino->backing_id = id;
@@ -173,12 +173,14 @@ int kvfs_pt_acquire(struct kvfs_inode *ino, int fd) {
     return id;
 }
 
-int kvfs_pt_acquire_existing(struct kvfs_inode *ino) {
+int kvfs_pt_acquire_existing(struct kvfs_inode *ino, bool retire) {
     pthread_mutex_t *l = id_lock(ino);
     pthread_mutex_lock(l);
     int id = ino->backing_id;
     if (id > 0)
         ino->backing_refs++;
+    else if (retire)
+        ino->pt_retired = true;
     pthread_mutex_unlock(l);
     return id;
 }

@@ -23,12 +23,18 @@ const char *kvfs_pt_reason(void);
 void kvfs_pt_reply_with(int backing_id, bool direct_io);
 void kvfs_pt_reply_cancel(void);
 
-/* The kernel accepts one backing file per open inode: the first open
+/* The kernel accepts one backing file per open inode, and refuses (EIO) an
+ * open without FOPEN_PASSTHROUGH of an inode that has one: the first open
  * registers its descriptor, later ones share that id, the last close
- * releases it. Returns the id, or a negative errno. */
+ * releases it. Returns the id, 0 if the inode is retired from passthrough,
+ * or a negative errno. */
 int kvfs_pt_acquire(struct kvfs_inode *ino, int fd);
-/* Shares the inode's current id if it has one; 0 if none. */
-int kvfs_pt_acquire_existing(struct kvfs_inode *ino);
+/* Shares the inode's current id if it has one; 0 if none. With RETIRE (the
+ * inode's own file is gone, so nothing can be registered for it and this
+ * open is served through the daemon), also retires the inode: two opens of
+ * it racing through the daemon cannot know which reply the kernel applies
+ * first, so once one is answered without passthrough, none may get it. */
+int kvfs_pt_acquire_existing(struct kvfs_inode *ino, bool retire);
 void kvfs_pt_release(struct kvfs_inode *ino);
 
 /* Taking over (kvfs_handover). Pause parks every reader between requests and
