@@ -263,6 +263,7 @@ static int hand_over(int conn) {
 static bool peer_allowed(int conn, pid_t *pid) {
     struct ucred cr;
     socklen_t len = sizeof(cr);
+    *pid = 0;
     if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0)
         return false;
     *pid = cr.pid;
@@ -473,6 +474,15 @@ int kvfs_handover_take(const char *path, int *dev_fd, int *policy, char *mount_r
     }
     if (connect(conn, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
         snprintf(err, errlen, "no daemon to take over at '%s': %s", path, strerror(errno));
+        close(conn);
+        return -1;
+    }
+    /* The state it sends is trusted as ours: only a daemon of root or of our
+     * own user may hand it. */
+    pid_t peer;
+    if (!peer_allowed(conn, &peer)) {
+        snprintf(err, errlen, "the process listening at '%s' (pid %d) is not root's or ours", path,
+                 (int)peer);
         close(conn);
         return -1;
     }
