@@ -496,8 +496,11 @@ int kvfs_handover_take(const char *path, int *dev_fd, int *policy, char *mount_r
     int fds[FDS_PER_MSG];
     size_t nfds = 0;
     int rc = send_msg(conn, &m, NULL, 0);
+    /* The old daemon first waits for the requests it is serving to finish,
+     * up to its request_timeout (a stopped or hung daemon answers never). */
+    unsigned wait_s = kvfs_d.cfg.request_timeout ? kvfs_d.cfg.request_timeout + 60 : 120;
     if (rc == 0)
-        rc = recv_msg(conn, &m, fds, &nfds, -1);
+        rc = recv_msg(conn, &m, fds, &nfds, (int)(wait_s * 1000));
     if (rc == 0 && m.type == MSG_REFUSED) {
         snprintf(err, errlen, "the running daemon refused: %s", m.text);
         close(conn);

@@ -179,6 +179,32 @@ static void unmount_taken(const char *mnt) {
         kvfs_error("unmounting %s with fusermount3 failed", mnt);
 }
 
+/* PATH made absolute through its parent only (realpath of the parent, then
+ * the last name), so that a mount at PATH is not entered. 0 or -1. */
+static int real_parent_path(const char *path, char *out, size_t len) {
+    char copy[PATH_MAX], parent[PATH_MAX];
+    snprintf(copy, sizeof(copy), "%s", path);
+    size_t n = strlen(copy);
+    while (n > 1 && copy[n - 1] == '/')
+        copy[--n] = '\0';
+    char *slash = strrchr(copy, '/');
+    const char *base = slash ? slash + 1 : copy;
+    if (slash == copy)
+        snprintf(parent, sizeof(parent), "/");
+    else if (!realpath(slash ? (*slash = '\0', copy) : ".", parent))
+        return -1;
+    if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    int w = snprintf(out, len, "%s%s%s", parent, strcmp(parent, "/") ? "/" : "", base);
+    if (w < 0 || (size_t)w >= len) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    return 0;
+}
+
 static bool is_dev_fd(const char *path) {
     const char *p = "/dev/fd/";
     if (strncmp(path, p, strlen(p)) != 0 || !path[strlen(p)])
@@ -246,13 +272,18 @@ int main(int argc, char **argv) {
     /* "/dev/fd/N": a /dev/fuse descriptor already mounted by a parent (how a
      * supervisor mounts for a daemon it then runs with fewer privileges). */
     bool fd_mount = is_dev_fd(cfg->mountpoint);
-    const char *mp_check = fd_mount ? NULL : cfg->mountpoint;
+    /* A mount being taken over was checked when it was made, and is not
+     * touched here: its daemon may not answer (takeover then fails cleanly
+     * at the socket instead of hanging in stat()). */
+    const char *mp_check = fd_mount || cfg->takeover ? NULL : cfg->mountpoint;
     if (kvfs_store_check_paths(cfg->backing, mp_check, err, sizeof(err)) != 0) {
         fprintf(stderr, "kvfs: %s\n", err);
         return 1;
     }
     if (!realpath(cfg->backing, kvfs_d.backing_real) ||
-        (!fd_mount && !realpath(cfg->mountpoint, kvfs_d.mount_real))) {
+        (!fd_mount && !cfg->takeover && !realpath(cfg->mountpoint, kvfs_d.mount_real)) ||
+        (cfg->takeover && !fd_mount &&
+         real_parent_path(cfg->mountpoint, kvfs_d.mount_real, sizeof(kvfs_d.mount_real)) != 0)) {
         fprintf(stderr, "kvfs: %s\n", strerror(errno));
         return 1;
     }
