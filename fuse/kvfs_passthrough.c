@@ -260,6 +260,27 @@ static void probe(void) {
                                             "keeps writes in the daemon");
 }
 
+/* A worker that libfuse ends after a request (only with max_idle_threads
+ * set) never comes back to read: its request counts as finished when the
+ * thread exits. */
+static pthread_key_t holder_key;
+static pthread_once_t holder_once = PTHREAD_ONCE_INIT;
+
+static void holder_exit(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&park_lock);
+    if (holding) {
+        holding = false;
+        if (--busy == 0 && parking)
+            pthread_cond_broadcast(&park_cond);
+    }
+    pthread_mutex_unlock(&park_lock);
+}
+
+static void holder_key_init(void) {
+    pthread_key_create(&holder_key, holder_exit);
+}
+
 static void poll_cancelled(void *arg) {
     (void)arg;
     pthread_mutex_lock(&park_lock);
@@ -270,6 +291,8 @@ static void poll_cancelled(void *arg) {
 /* One read from the kernel that never blocks with the park lock free. */
 static ssize_t read_request(int fd, void *buf, size_t len) {
     if (nonblocking_fd != fd) {
+        pthread_once(&holder_once, holder_key_init);
+        pthread_setspecific(holder_key, &holder_key); /* any non-NULL value arms it */
         int fl = fcntl(fd, F_GETFL);
         if (fl >= 0 && !(fl & O_NONBLOCK))
             fcntl(fd, F_SETFL, fl | O_NONBLOCK);
