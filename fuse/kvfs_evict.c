@@ -290,6 +290,8 @@ static void evict_pass(void) {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = rescan();
+    if (rc == -ECANCELED) /* stopped: shutting down, or handing over to a successor */
+        return;
     if (rc)
         kvfs_warn("scan before eviction failed: %s", strerror(-rc));
     pthread_mutex_lock(&lock);
