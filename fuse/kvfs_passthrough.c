@@ -125,6 +125,13 @@ static unsigned busy;    /* requests handed to libfuse and not yet finished */
 static unsigned polling; /* readers between leaving the lock and reading */
 static __thread bool holding;
 static __thread int nonblocking_fd = -1;
+/* Until INIT is answered and the data mode settled (probe), one thread reads
+ * and serves INIT and the others wait: a request served before the mode is
+ * known would be answered without passthrough, which the kernel refuses for
+ * an inode already open in passthrough (the normal case after a takeover). */
+static bool settling = true;
+static bool init_taken;
+static __thread bool init_reader;
 
 static __thread bool init_pending;
 static __thread bool open_pending;
@@ -309,9 +316,16 @@ static ssize_t read_request(int fd, void *buf, size_t len) {
         if (--busy == 0 && parking)
             pthread_cond_broadcast(&park_cond);
     }
+    if (init_reader) {
+        /* Back for more: INIT was served (even if libfuse refused it). */
+        settling = init_reader = false;
+        pthread_cond_broadcast(&park_cond);
+    }
     for (;;) {
-        while (parking && !leaving)
+        while (((parking || (settling && init_taken && !init_reader)) && !leaving))
             pthread_cond_wait(&park_cond, &park_lock);
+        if (settling && !init_taken)
+            init_taken = init_reader = true;
         if (leaving) {
             pthread_mutex_unlock(&park_lock);
             pthread_setcancelstate(cancel_state, NULL);
@@ -475,6 +489,11 @@ static ssize_t kvfs_writev(int fd, struct iovec *iov, int count, void *userdata)
             e = errno;
         }
         probe();
+        pthread_mutex_lock(&park_lock);
+        settling = false;
+        init_reader = false;
+        pthread_cond_broadcast(&park_cond);
+        pthread_mutex_unlock(&park_lock);
         errno = e;
         return n;
     }

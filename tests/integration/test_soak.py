@@ -19,6 +19,12 @@ from conftest import Mount, block_data, block_name
 SIZE = 256 * 1024
 
 
+def stamp():
+    """Wall-clock time as the daemons' logs print it, to match an error with them."""
+    t = time.time()
+    return time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}"
+
+
 def rss_kb(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -49,7 +55,7 @@ def test_soak_two_daemons_with_eviction(kvfs_bin, backing, tmp_path, passthrough
             try:
                 f = open(m.mnt / "ns" / n, "wb")
             except OSError as e:
-                errors.append(("open", n, e))
+                errors.append(("open", n, e, stamp()))
                 continue
             try:
                 with f:
@@ -57,7 +63,7 @@ def test_soak_two_daemons_with_eviction(kvfs_bin, backing, tmp_path, passthrough
                 with lock:
                     counts["writes"] += 1
             except OSError as e:
-                errors.append(("write", n, e))
+                errors.append(("write", n, e, stamp()))
 
     def reader(m, seed):
         rng = random.Random(seed)
@@ -70,7 +76,7 @@ def test_soak_two_daemons_with_eviction(kvfs_bin, backing, tmp_path, passthrough
                     counts["misses"] += 1
                 continue
             except OSError as e:  # anything but a miss is a failure
-                errors.append(("read", n, e))
+                errors.append(("read", n, e, stamp()))
                 continue
             with lock:
                 counts["reads"] += 1
