@@ -145,6 +145,25 @@ class Mount:
         new.wait()
         raise RuntimeError(f"takeover did not finish within {timeout}s: {self.log()}")
 
+    def freeze(self, timeout=10.0):
+        """SIGSTOPs the daemon and returns once every one of its threads is
+        stopped: the signal is asynchronous, and a request answered in the
+        meantime would make a test of a hung daemon see an answer."""
+        self.proc.send_signal(signal.SIGSTOP)
+        deadline = time.time() + timeout
+        tasks = Path(f"/proc/{self.proc.pid}/task")
+        while time.time() < deadline:
+            states = []
+            for t in tasks.iterdir():
+                try:
+                    states.append((t / "stat").read_text().rsplit(")", 1)[1].split()[0])
+                except OSError:
+                    pass  # a thread that just exited
+            if states and all(st in ("T", "t") for st in states):
+                return
+            time.sleep(0.005)
+        raise RuntimeError("the daemon did not stop")
+
     def kill(self, sig=signal.SIGKILL):
         self.proc.send_signal(sig)
         self.proc.wait(timeout=10)

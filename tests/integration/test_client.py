@@ -98,7 +98,7 @@ def test_hung_backing_store_fails_the_job(kvfs):
         j = e.store(names, [payload(n) for n in names])
         assert j.wait(30) and j.results() == [0] * 3
         # Freeze the daemon: every request on the mount now hangs.
-        kvfs.proc.send_signal(signal.SIGSTOP)
+        kvfs.freeze()
         try:
             t0 = time.time()
             out = [bytearray(LAYOUT.payload_bytes) for _ in range(3)]
