@@ -118,16 +118,34 @@ size_t kvfs_idmap_count(struct kvfs_idmap *m) {
     return atomic_load(&m->count);
 }
 
+uint64_t kvfs_idmap_next_tag(uint64_t prev) {
+    return prev % KVFS_IDMAP_TAG_MASK + 1; /* 1..7, then 1 again */
+}
+
+void kvfs_idmap_set_tag(struct kvfs_idmap *m, uint64_t tag) {
+    m->tag = tag & KVFS_IDMAP_TAG_MASK;
+}
+
+uint64_t kvfs_idmap_id(const struct kvfs_idmap *m, const void *ptr) {
+    return (uint64_t)(uintptr_t)ptr | m->tag;
+}
+
+void *kvfs_idmap_ptr(struct kvfs_idmap *m, uint64_t id) {
+    void *p = kvfs_idmap_get(m, id);
+    return p ? p : (void *)(uintptr_t)(id & ~(uint64_t)KVFS_IDMAP_TAG_MASK);
+}
+
 void *kvfs_idmap_alloc(struct kvfs_idmap *m, size_t size) {
     void *p = calloc(1, size);
     if (!p || atomic_load(&m->count) == 0)
         return p;
     /* Hold every colliding block until one does not collide, so that the
-     * allocator cannot hand the same address back. Collisions need a freed
-     * inherited-era address, and are rare. */
+     * allocator cannot hand the same address back. With generation tags a
+     * collision needs an id of the same tag, seven takeovers old, still in
+     * use: rare. */
     void *held[64];
     int n = 0;
-    while (p && kvfs_idmap_get(m, (uint64_t)(uintptr_t)p)) {
+    while (p && kvfs_idmap_get(m, kvfs_idmap_id(m, p))) {
         if (n == 64) {
             free(p);
             p = NULL;

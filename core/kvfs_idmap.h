@@ -4,10 +4,15 @@
  * their structures: a lookup is then a cast, with no table and no lock on the
  * path of every request. A daemon that takes over a running mount
  * (kvfs_handover) inherits ids the kernel already holds, which were addresses
- * in the previous process; this map translates those, and kvfs_idmap_alloc
- * keeps a new structure from being placed at an address that is an inherited
- * id still in use. The map is empty, and costs one atomic load per lookup,
- * in a daemon that did not take over. */
+ * in the previous process; this map translates those. A new structure's id
+ * must never equal an inherited one still in use, and the new process's
+ * allocator may well hand out the very addresses its predecessor used (it
+ * does, run after run, under AddressSanitizer). So each generation of daemon
+ * marks its ids with a tag in the low bits that allocations leave zero (the
+ * first daemon's tag is 0: plain addresses), and kvfs_idmap_alloc retries in
+ * the rare case where an id still collides with a much older generation's.
+ * The map is empty, and costs one atomic load per lookup, in a daemon that
+ * did not take over. */
 #ifndef KVFS_IDMAP_H
 #define KVFS_IDMAP_H
 
@@ -24,10 +29,23 @@ struct kvfs_idmap {
     size_t cap;                     /* a power of two, or 0 */
     size_t used;                    /* slots holding an entry or a tombstone */
     _Atomic size_t count;           /* entries */
+    uint64_t tag;                   /* this process's ids: address | tag */
 };
 
 #define KVFS_IDMAP_INIT                                                                            \
-    { PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0 }
+    { PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0, 0 }
+/* Low bits of an id that carry the generation tag (allocations are aligned
+ * to at least 8 bytes). */
+#define KVFS_IDMAP_TAG_MASK 7u
+
+/* The tag a successor of a daemon whose ids carried PREV uses: never PREV,
+ * never 0 (the tag of the first daemon, whose ids may be anywhere). */
+uint64_t kvfs_idmap_next_tag(uint64_t prev);
+void kvfs_idmap_set_tag(struct kvfs_idmap *m, uint64_t tag);
+/* The id of a structure this process allocated. */
+uint64_t kvfs_idmap_id(const struct kvfs_idmap *m, const void *ptr);
+/* The structure ID names: an inherited one, or one of this process's. */
+void *kvfs_idmap_ptr(struct kvfs_idmap *m, uint64_t id);
 
 /* Maps ID (never 0) to PTR, replacing any earlier mapping. 0 or -ENOMEM. */
 int kvfs_idmap_put(struct kvfs_idmap *m, uint64_t id, void *ptr);
@@ -36,7 +54,7 @@ void *kvfs_idmap_get(struct kvfs_idmap *m, uint64_t id);
 /* Forgets ID; nothing if it is not mapped. */
 void kvfs_idmap_del(struct kvfs_idmap *m, uint64_t id);
 size_t kvfs_idmap_count(struct kvfs_idmap *m);
-/* calloc(1, SIZE), at an address that is not a mapped id. */
+/* calloc(1, SIZE), at an address whose id is not a mapped (inherited) id. */
 void *kvfs_idmap_alloc(struct kvfs_idmap *m, size_t size);
 void kvfs_idmap_free(struct kvfs_idmap *m);
 

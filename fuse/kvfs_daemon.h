@@ -43,6 +43,8 @@ struct kvfs_fdset;
 int kvfs_ops_save(struct kvfs_wire_out *w, struct kvfs_fdset *fds);
 int kvfs_ops_restore(struct kvfs_wire_in *r, int *fds, size_t nfds);
 void kvfs_ops_reindex(void);
+/* The generation tag of this process's file handles (core/kvfs_idmap). */
+void kvfs_ops_set_tag(uint64_t tag);
 void kvfs_ops_drop_all(void);
 
 /* Control directory (kvfs_ctl.c). */

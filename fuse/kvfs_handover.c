@@ -33,6 +33,7 @@
 #include "kvfs_inode.h"
 #include "kvfs_passthrough.h"
 
+#include "../core/kvfs_idmap.h"
 #include "../core/kvfs_log.h"
 #include "../core/kvfs_wire.h"
 
@@ -51,7 +52,7 @@
 #include <unistd.h>
 
 #define MAGIC 0x4b56465348414e44ull /* "KVFSHAND" */
-#define VERSION 1
+#define VERSION 2
 #define STATE_END 0x454e44535441ull
 #define FDS_PER_MSG 200
 /* How long the old daemon waits for the successor's READY. */
@@ -185,6 +186,7 @@ static int save_state(struct kvfs_wire_out *w, struct kvfs_fdset *fds) {
     kvfs_wire_put_u64(w, VERSION);
     kvfs_wire_put_str(w, kvfs_d.backing_real);
     kvfs_wire_put_str(w, kvfs_d.mount_real);
+    kvfs_wire_put_u64(w, kvfs_itable_tag());
     kvfs_wire_put_u64(w, (uint64_t)kvfs_pt_policy());
     char init[256];
     size_t ilen = kvfs_pt_init_request(init, sizeof(init));
@@ -418,6 +420,11 @@ static int restore_state(const char *buf, size_t len, int *fds, size_t nfds, int
     char backing[4096];
     kvfs_wire_get_str_into(&r, backing, sizeof(backing));
     kvfs_wire_get_str_into(&r, mount_real, mlen);
+    /* Our ids get the next generation's tag, so that none equals one the
+     * predecessor handed out, even where the allocator repeats its addresses. */
+    uint64_t tag = kvfs_idmap_next_tag(kvfs_wire_get_max(&r, KVFS_IDMAP_TAG_MASK));
+    kvfs_itable_set_tag(tag);
+    kvfs_ops_set_tag(tag);
     *policy = (int)kvfs_wire_get_max(&r, KVFS_PT_OFF);
     char init[256];
     size_t ilen = (size_t)kvfs_wire_get_max(&r, sizeof(init));

@@ -74,12 +74,19 @@ struct kvfs_inode *kvfs_inode_root(void) {
 struct kvfs_inode *kvfs_inode_get(uint64_t nodeid) {
     if (nodeid == FUSE_ROOT_ID)
         return &root;
-    struct kvfs_inode *p = kvfs_idmap_get(&inherited, nodeid);
-    return p ? p : (struct kvfs_inode *)(uintptr_t)nodeid;
+    return kvfs_idmap_ptr(&inherited, nodeid);
 }
 
 uint64_t kvfs_inode_nodeid(const struct kvfs_inode *ino) {
-    return ino == &root ? FUSE_ROOT_ID : ino->nodeid ? ino->nodeid : (uint64_t)(uintptr_t)ino;
+    return ino == &root ? FUSE_ROOT_ID : ino->nodeid ? ino->nodeid : kvfs_idmap_id(&inherited, ino);
+}
+
+void kvfs_itable_set_tag(uint64_t tag) {
+    kvfs_idmap_set_tag(&inherited, tag);
+}
+
+uint64_t kvfs_itable_tag(void) {
+    return inherited.tag;
 }
 
 struct kvfs_inode *kvfs_inode_get_inherited(uint64_t nodeid) {

@@ -112,6 +112,9 @@ int kvfs_itable_restore(struct kvfs_wire_in *r, int *fds, size_t nfds);
 /* Gives a static inode (the control directory's) the node id the kernel
  * knows it by. */
 int kvfs_inode_adopt(struct kvfs_inode *ino, uint64_t nodeid);
+/* The generation tag of this process's node ids (core/kvfs_idmap). */
+void kvfs_itable_set_tag(uint64_t tag);
+uint64_t kvfs_itable_tag(void);
 /* The root or an inode restored or adopted under NODEID; NULL otherwise
  * (never a cast of an unknown id). */
 struct kvfs_inode *kvfs_inode_get_inherited(uint64_t nodeid);

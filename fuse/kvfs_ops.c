@@ -100,12 +100,11 @@ static void setup_data_path(struct fuse_file_info *fi, struct kvfs_handle *h, in
 static struct kvfs_idmap inherited_fh = KVFS_IDMAP_INIT;
 
 static struct kvfs_handle *handle_of(struct fuse_file_info *fi) {
-    struct kvfs_handle *h = kvfs_idmap_get(&inherited_fh, fi->fh);
-    return h ? h : (struct kvfs_handle *)(uintptr_t)fi->fh;
+    return kvfs_idmap_ptr(&inherited_fh, fi->fh);
 }
 
 static uint64_t handle_fh(const struct kvfs_handle *h) {
-    return h->fh ? h->fh : (uint64_t)(uintptr_t)h;
+    return h->fh ? h->fh : kvfs_idmap_id(&inherited_fh, h);
 }
 
 /* The kernel sends RELEASE once every request on a file is answered, but a
@@ -1708,6 +1707,10 @@ static int restore_handle(struct kvfs_wire_in *r, int *fds, size_t nfds) {
     h->indexed_open = false;
     h->reindex = indexed && h->parent;
     return 0;
+}
+
+void kvfs_ops_set_tag(uint64_t tag) {
+    kvfs_idmap_set_tag(&inherited_fh, tag);
 }
 
 int kvfs_ops_restore(struct kvfs_wire_in *r, int *fds, size_t nfds) {

@@ -64,12 +64,51 @@ START_TEST(alloc_avoids_mapped_ids) {
 }
 END_TEST
 
+START_TEST(generation_tags) {
+    struct kvfs_idmap m = KVFS_IDMAP_INIT;
+    /* Successive generations never reuse the previous tag, nor 0. */
+    uint64_t t = 0;
+    for (int i = 0; i < 20; i++) {
+        uint64_t n = kvfs_idmap_next_tag(t);
+        ck_assert_uint_ne(n, t);
+        ck_assert_uint_ne(n, 0);
+        ck_assert_uint_le(n, KVFS_IDMAP_TAG_MASK);
+        t = n;
+    }
+    /* An id of this process names its structure; an inherited one its own. */
+    kvfs_idmap_set_tag(&m, 3);
+    int *mine = calloc(1, sizeof(int)), other;
+    uint64_t id = kvfs_idmap_id(&m, mine);
+    ck_assert_uint_eq(id & KVFS_IDMAP_TAG_MASK, 3);
+    ck_assert_ptr_eq(kvfs_idmap_ptr(&m, id), mine);
+    /* The predecessor used the same address with another tag: no clash. */
+    uint64_t old = (uint64_t)(uintptr_t)mine | 2;
+    ck_assert_int_eq(kvfs_idmap_put(&m, old, &other), 0);
+    ck_assert_ptr_eq(kvfs_idmap_ptr(&m, old), &other);
+    ck_assert_ptr_eq(kvfs_idmap_ptr(&m, id), mine);
+    /* The same tag and address seven generations on: alloc avoids it. */
+    free(mine);
+    void *p = calloc(1, sizeof(int));
+    uint64_t same = kvfs_idmap_id(&m, p);
+    free(p);
+    ck_assert_int_eq(kvfs_idmap_put(&m, same, &other), 0);
+    for (int i = 0; i < 50; i++) {
+        void *q = kvfs_idmap_alloc(&m, sizeof(int));
+        ck_assert_ptr_nonnull(q);
+        ck_assert_uint_ne(kvfs_idmap_id(&m, q), same);
+        free(q);
+    }
+    kvfs_idmap_free(&m);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("idmap");
     TCase *tc = tcase_create("idmap");
     tcase_add_test(tc, put_get_del);
     tcase_add_test(tc, bad_puts_are_refused);
     tcase_add_test(tc, alloc_avoids_mapped_ids);
+    tcase_add_test(tc, generation_tags);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
