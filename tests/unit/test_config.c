@@ -164,9 +164,8 @@ START_TEST(takeover_and_handover_socket) {
     char err[256];
     ck_assert_int_eq(parse(&c, err, 3, "/b", "/m"), 0);
     ck_assert(!c.takeover && !c.handover_off && c.handover_socket[0] == '\0');
-    ck_assert_int_eq(parse(&c, err, 6, "--takeover", "-o", "handover_socket=/run/x.sock", "/b",
-                           "/m"),
-                     0);
+    ck_assert_int_eq(
+        parse(&c, err, 6, "--takeover", "-o", "handover_socket=/run/x.sock", "/b", "/m"), 0);
     ck_assert(c.takeover);
     ck_assert_str_eq(c.handover_socket, "/run/x.sock");
     ck_assert_int_eq(parse(&c, err, 5, "-o", "handover_socket=none", "/b", "/m"), 0);
