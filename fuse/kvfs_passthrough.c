@@ -273,14 +273,27 @@ static void probe(void) {
 static pthread_key_t holder_key;
 static pthread_once_t holder_once = PTHREAD_ONCE_INIT;
 
-static void holder_exit(void *arg) {
-    (void)arg;
-    pthread_mutex_lock(&park_lock);
+/* The request this thread handed to libfuse is finished; called with the
+ * park lock held. */
+static void finish_held_locked(void) {
     if (holding) {
         holding = false;
         if (--busy == 0 && parking)
             pthread_cond_broadcast(&park_cond);
     }
+}
+
+/* INIT is served and the data mode known: the other readers may go on.
+ * Called with the park lock held. */
+static void settle_locked(void) {
+    settling = init_reader = false;
+    pthread_cond_broadcast(&park_cond);
+}
+
+static void holder_exit(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&park_lock);
+    finish_held_locked();
     pthread_mutex_unlock(&park_lock);
 }
 
@@ -311,16 +324,9 @@ static ssize_t read_request(int fd, void *buf, size_t len) {
     int cancel_state;
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
     pthread_mutex_lock(&park_lock);
-    if (holding) {
-        holding = false;
-        if (--busy == 0 && parking)
-            pthread_cond_broadcast(&park_cond);
-    }
-    if (init_reader) {
-        /* Back for more: INIT was served (even if libfuse refused it). */
-        settling = init_reader = false;
-        pthread_cond_broadcast(&park_cond);
-    }
+    finish_held_locked();
+    if (init_reader)
+        settle_locked(); /* back for more: INIT was served (even if libfuse refused it) */
     for (;;) {
         while (((parking || (settling && init_taken && !init_reader)) && !leaving))
             pthread_cond_wait(&park_cond, &park_lock);
@@ -347,7 +353,7 @@ static ssize_t read_request(int fd, void *buf, size_t len) {
         int pr;
         pthread_cleanup_push(poll_cancelled, NULL);
         pthread_setcancelstate(cancel_state, NULL);
-        pr = poll(pf, wake_fd >= 0 ? 2 : 1, -1);
+        pr = poll(pf, 2, -1);
         pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
         pthread_cleanup_pop(0);
         ssize_t n = -1;
@@ -380,8 +386,7 @@ static ssize_t read_request(int fd, void *buf, size_t len) {
 int kvfs_chan_pause(unsigned timeout_s) {
     pthread_mutex_lock(&park_lock);
     parking = true;
-    if (wake_fd >= 0)
-        eventfd_write(wake_fd, 1); /* stays readable until resumed */
+    eventfd_write(wake_fd, 1); /* stays readable until resumed */
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += timeout_s;
@@ -401,8 +406,7 @@ void kvfs_chan_resume(void) {
     pthread_mutex_lock(&park_lock);
     parking = false;
     eventfd_t v;
-    if (wake_fd >= 0)
-        eventfd_read(wake_fd, &v);
+    eventfd_read(wake_fd, &v);
     pthread_cond_broadcast(&park_cond);
     pthread_mutex_unlock(&park_lock);
 }
@@ -490,9 +494,7 @@ static ssize_t kvfs_writev(int fd, struct iovec *iov, int count, void *userdata)
         }
         probe();
         pthread_mutex_lock(&park_lock);
-        settling = false;
-        init_reader = false;
-        pthread_cond_broadcast(&park_cond);
+        settle_locked();
         pthread_mutex_unlock(&park_lock);
         errno = e;
         return n;
