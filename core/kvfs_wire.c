@@ -122,3 +122,29 @@ void kvfs_fdset_free(struct kvfs_fdset *s) {
     free(s->fds);
     memset(s, 0, sizeof(*s));
 }
+
+#define NO_FD UINT64_MAX
+
+int kvfs_wire_put_fd(struct kvfs_wire_out *w, struct kvfs_fdset *fds, int fd) {
+    int64_t i = -1;
+    if (fd >= 0 && (i = kvfs_fdset_add(fds, fd)) < 0) {
+        if (!w->err)
+            w->err = (int)i;
+        return (int)i;
+    }
+    kvfs_wire_put_u64(w, i < 0 ? NO_FD : (uint64_t)i);
+    return 0;
+}
+
+int kvfs_wire_get_fd(struct kvfs_wire_in *r, int *fds, size_t nfds) {
+    uint64_t i = kvfs_wire_get_u64(r);
+    if (!kvfs_wire_in_ok(r) || i == NO_FD)
+        return -1;
+    if (i >= nfds || fds[i] < 0) {
+        r->err = -EBADMSG;
+        return -1;
+    }
+    int fd = fds[i];
+    fds[i] = -1;
+    return fd;
+}

@@ -51,5 +51,12 @@ struct kvfs_fdset {
 /* Adds FD (not duplicated; the set does not own it): its index, or -ENOMEM. */
 int64_t kvfs_fdset_add(struct kvfs_fdset *s, int fd);
 void kvfs_fdset_free(struct kvfs_fdset *s);
+/* A descriptor in a record: FD (or -1 for none) is added to FDS and its
+ * index written. 0, or -ENOMEM (also left in w->err). */
+int kvfs_wire_put_fd(struct kvfs_wire_out *w, struct kvfs_fdset *fds, int fd);
+/* Takes the descriptor a record names out of FDS (NFDS of them; its slot
+ * becomes -1, so the caller owns it): the descriptor, or -1 for none. An
+ * index out of range or already taken sets r->err. */
+int kvfs_wire_get_fd(struct kvfs_wire_in *r, int *fds, size_t nfds);
 
 #endif

@@ -52,7 +52,7 @@
 #include <unistd.h>
 
 #define MAGIC 0x4b56465348414e44ull /* "KVFSHAND" */
-#define VERSION 2
+#define VERSION 3
 #define STATE_END 0x454e44535441ull
 #define FDS_PER_MSG 200
 /* How long the old daemon waits for the successor's READY. */
@@ -172,11 +172,20 @@ static int recv_msg(int fd, struct msg *m, int *fds, size_t *nfds, int timeout_m
     return 0;
 }
 
-static void refuse(int conn, int status, const char *fmt, const char *arg) {
+/* Tells the other side that the handover will not happen, and why: the old
+ * daemon refusing a successor, or a successor giving up (the old daemon then
+ * serves on). */
+static void send_refusal(int conn, int status, const char *why) {
     struct msg m = {.magic = MAGIC, .type = MSG_REFUSED, .status = status};
-    snprintf(m.text, sizeof(m.text), fmt, arg);
-    kvfs_warn("handover refused: %s", m.text);
+    snprintf(m.text, sizeof(m.text), "%s", why);
     send_msg(conn, &m, NULL, 0);
+}
+
+static void refuse(int conn, int status, const char *fmt, const char *arg) {
+    char why[sizeof(((struct msg *)0)->text)];
+    snprintf(why, sizeof(why), fmt, arg);
+    kvfs_warn("handover refused: %s", why);
+    send_refusal(conn, status, why);
 }
 
 /* ---- the old daemon ---- */
@@ -464,13 +473,6 @@ static int restore_state(const char *buf, size_t len, int *fds, size_t nfds, int
     return rc;
 }
 
-/* Tells the old daemon this successor gives up (it then serves on). */
-static void give_up(int conn, int rc, const char *why) {
-    struct msg m = {.magic = MAGIC, .type = MSG_REFUSED, .status = rc};
-    snprintf(m.text, sizeof(m.text), "%s", why);
-    send_msg(conn, &m, NULL, 0);
-}
-
 int kvfs_handover_take(const char *path, int *dev_fd, int *policy, char *mount_real, size_t mlen,
                        char *err, size_t errlen) {
     struct sockaddr_un sa;
@@ -560,7 +562,7 @@ int kvfs_handover_take(const char *path, int *dev_fd, int *policy, char *mount_r
             close(all[i]);
     free(all);
     if (rc) {
-        give_up(conn, rc, err);
+        send_refusal(conn, rc, err);
         close(*dev_fd);
         close(conn);
         return -1;

@@ -185,6 +185,22 @@ static void free_inode(struct kvfs_inode *ino) {
     }
 }
 
+/* Adds P to the table, or to the orphans if it has no backing file any more
+ * (dev (dev_t)-1); called with the lock held. */
+static void insert_locked(struct kvfs_inode *p) {
+    if (p->dev == (dev_t)-1) {
+        p->hnext = orphans;
+        orphans = p;
+    } else {
+        if (count + 1 > nbuckets)
+            grow();
+        size_t s = slot(p->dev, p->ino, nbuckets);
+        p->hnext = buckets[s];
+        buckets[s] = p;
+    }
+    count++;
+}
+
 struct kvfs_inode *kvfs_inode_lookup(dev_t dev, ino_t ino, const struct timespec *ctime,
                                      enum kvfs_inode_kind kind, int fd, struct kvfs_inode *parent,
                                      const char *name, const char *stage_name) {
@@ -230,12 +246,7 @@ struct kvfs_inode *kvfs_inode_lookup(dev_t dev, ino_t ino, const struct timespec
             p->ctime = *ctime;
         p->fd = fd;
         fd = -1;
-        if (count + 1 > nbuckets)
-            grow();
-        size_t s = slot(dev, ino, nbuckets);
-        p->hnext = buckets[s];
-        buckets[s] = p;
-        count++;
+        insert_locked(p);
     }
     if (fd >= 0)
         close(fd);
@@ -331,15 +342,9 @@ void kvfs_itable_reset_index_dirs(void) {
 
 /* ---- handing the table over ---- */
 
-#define NO_FD UINT64_MAX
-
-static void save_one(struct kvfs_wire_out *w, struct kvfs_fdset *fds, struct kvfs_inode *p,
-                     bool orphan, int *err) {
-    int64_t fdi = -1;
-    if (p->fd >= 0 && (fdi = kvfs_fdset_add(fds, p->fd)) < 0)
-        *err = (int)fdi;
+/* An inode's record; orphans (dev (dev_t)-1) are told apart by their dev. */
+static void save_one(struct kvfs_wire_out *w, struct kvfs_fdset *fds, struct kvfs_inode *p) {
     kvfs_wire_put_u64(w, kvfs_inode_nodeid(p));
-    kvfs_wire_put_u64(w, orphan);
     kvfs_wire_put_u64(w, (uint64_t)p->dev);
     kvfs_wire_put_u64(w, (uint64_t)p->ino);
     kvfs_wire_put_u64(w, (uint64_t)p->ctime.tv_sec);
@@ -353,11 +358,10 @@ static void save_one(struct kvfs_wire_out *w, struct kvfs_fdset *fds, struct kvf
     kvfs_wire_put_u64(w, (uint64_t)p->backing_id);
     kvfs_wire_put_u64(w, p->backing_refs);
     kvfs_wire_put_u64(w, p->pt_retired);
-    kvfs_wire_put_u64(w, fdi < 0 ? NO_FD : (uint64_t)fdi);
+    kvfs_wire_put_fd(w, fds, p->fd);
 }
 
 int kvfs_itable_save(struct kvfs_wire_out *w, struct kvfs_fdset *fds) {
-    int err = 0;
     pthread_mutex_lock(&lock);
     uint64_t n = count;
     kvfs_wire_put_u64(w, root.nlookup);
@@ -365,28 +369,13 @@ int kvfs_itable_save(struct kvfs_wire_out *w, struct kvfs_fdset *fds) {
     uint64_t saved = 0;
     for (size_t i = 0; i < nbuckets; i++)
         for (struct kvfs_inode *p = buckets[i]; p; p = p->hnext, saved++)
-            save_one(w, fds, p, false, &err);
+            save_one(w, fds, p);
     for (struct kvfs_inode *p = orphans; p; p = p->hnext, saved++)
-        save_one(w, fds, p, true, &err);
+        save_one(w, fds, p);
     pthread_mutex_unlock(&lock);
     if (saved != n)
         return -EPROTO; /* the count and the table disagree: a bug, not sent */
-    return err ? err : w->err;
-}
-
-/* Inserts a restored inode; called with the lock held. */
-static void insert_locked(struct kvfs_inode *p, bool orphan) {
-    if (orphan) {
-        p->hnext = orphans;
-        orphans = p;
-    } else {
-        if (count + 1 > nbuckets)
-            grow();
-        size_t s = slot(p->dev, p->ino, nbuckets);
-        p->hnext = buckets[s];
-        buckets[s] = p;
-    }
-    count++;
+    return w->err;
 }
 
 int kvfs_itable_restore(struct kvfs_wire_in *r, int *fds, size_t nfds) {
@@ -403,16 +392,12 @@ int kvfs_itable_restore(struct kvfs_wire_in *r, int *fds, size_t nfds) {
     pthread_mutex_lock(&lock);
     for (uint64_t i = 0; i < n && rc == 0 && kvfs_wire_in_ok(r); i++) {
         uint64_t nodeid = kvfs_wire_get_u64(r);
-        bool orphan = kvfs_wire_get_max(r, 1);
         struct kvfs_inode *p = kvfs_idmap_alloc(&inherited, sizeof(*p));
         if (!p) {
             rc = -ENOMEM;
             break;
         }
-        p->fd = -1;
-        p->dev = orphan ? (dev_t)-1 : (dev_t)kvfs_wire_get_u64(r);
-        if (orphan)
-            kvfs_wire_get_u64(r);
+        p->dev = (dev_t)kvfs_wire_get_u64(r);
         p->ino = (ino_t)kvfs_wire_get_u64(r);
         p->ctime.tv_sec = (time_t)kvfs_wire_get_u64(r);
         p->ctime.tv_nsec = (long)kvfs_wire_get_max(r, 999999999);
@@ -425,15 +410,7 @@ int kvfs_itable_restore(struct kvfs_wire_in *r, int *fds, size_t nfds) {
         p->backing_id = (int)kvfs_wire_get_max(r, INT32_MAX);
         p->backing_refs = (uint32_t)kvfs_wire_get_max(r, UINT32_MAX);
         p->pt_retired = kvfs_wire_get_max(r, 1);
-        uint64_t fdi = kvfs_wire_get_u64(r);
-        if (fdi != NO_FD) {
-            if (fdi >= nfds || fds[fdi] < 0 || p->kind != KVFS_INODE_DIR) {
-                r->err = -EBADMSG;
-            } else {
-                p->fd = fds[fdi];
-                fds[fdi] = -1; /* taken over */
-            }
-        }
+        p->fd = kvfs_wire_get_fd(r, fds, nfds); /* directories only, checked below */
         if (nodeid == 0 || nodeid == FUSE_ROOT_ID || kvfs_idmap_get(&inherited, nodeid) ||
             (p->kind == KVFS_INODE_DIR) != (p->fd >= 0))
             r->err = -EBADMSG;
@@ -446,15 +423,14 @@ int kvfs_itable_restore(struct kvfs_wire_in *r, int *fds, size_t nfds) {
             break;
         }
         made[i] = p;
-        insert_locked(p, orphan);
+        insert_locked(p);
     }
     if (rc == 0 && !kvfs_wire_in_ok(r))
         rc = r->err;
     for (uint64_t i = 0; i < n && rc == 0; i++) {
         if (!parents[i])
             continue;
-        struct kvfs_inode *par =
-            parents[i] == FUSE_ROOT_ID ? &root : kvfs_idmap_get(&inherited, parents[i]);
+        struct kvfs_inode *par = kvfs_inode_get_inherited(parents[i]);
         if (!par || par->kind != KVFS_INODE_DIR)
             rc = -EBADMSG;
         else

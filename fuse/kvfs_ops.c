@@ -1539,13 +1539,18 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_in
     reply_err(req, 0);
 }
 
+/* The first of all handles, or NULL; for draining the list as its members
+ * are freed. */
+static struct kvfs_handle *first_handle(void) {
+    pthread_mutex_lock(&all_handles.lock);
+    struct kvfs_handle *h = all_handles.head;
+    pthread_mutex_unlock(&all_handles.lock);
+    return h;
+}
+
 void kvfs_ops_release_all(void) {
-    for (;;) {
-        pthread_mutex_lock(&all_handles.lock);
-        struct kvfs_handle *h = all_handles.head;
-        pthread_mutex_unlock(&all_handles.lock);
-        if (!h)
-            break;
+    struct kvfs_handle *h;
+    while ((h = first_handle())) {
         kvfs_debug("released at unmount: a handle whose RELEASE never came");
         release_handle(h);
     }
@@ -1553,17 +1558,11 @@ void kvfs_ops_release_all(void) {
 
 /* ---- handing the open files over (kvfs_handover) ---- */
 
-#define NO_FD UINT64_MAX
-
-static void save_handle(struct kvfs_wire_out *w, struct kvfs_fdset *fds, struct kvfs_handle *h,
-                        int *err) {
-    int64_t fdi = -1;
-    if (h->fd >= 0 && (fdi = kvfs_fdset_add(fds, h->fd)) < 0)
-        *err = (int)fdi;
+static void save_handle(struct kvfs_wire_out *w, struct kvfs_fdset *fds, struct kvfs_handle *h) {
     kvfs_wire_put_u64(w, handle_fh(h));
     kvfs_wire_put_u64(w, (uint64_t)h->kind);
     kvfs_wire_put_u64(w, h->ino ? kvfs_inode_nodeid(h->ino) : 0);
-    kvfs_wire_put_u64(w, fdi < 0 ? NO_FD : (uint64_t)fdi);
+    kvfs_wire_put_fd(w, fds, h->fd);
     kvfs_wire_put_u64(w, (uint64_t)h->pub.state);
     kvfs_wire_put_u64(w, (uint64_t)-h->pub.error);
     kvfs_wire_put_u64(w, h->pub.written);
@@ -1581,7 +1580,8 @@ static void save_handle(struct kvfs_wire_out *w, struct kvfs_fdset *fds, struct 
     kvfs_wire_put_u64(w, h->watch_after);
     kvfs_wire_put_u64(w, h->created);
     kvfs_wire_put_u64(w, (uint64_t)h->opener);
-    kvfs_wire_put_u64(w, h->registered ? h->wparent : 0);
+    /* Registered under its parent's node id (writer_add): restored the same way. */
+    kvfs_wire_put_u64(w, h->registered);
     kvfs_wire_put_u64(w, h->indexed_open);
     kvfs_wire_put_u64(w, h->buf ? h->len : 0);
     kvfs_wire_put_bytes(w, h->buf, h->buf ? h->len : 0);
@@ -1593,19 +1593,18 @@ static void save_handle(struct kvfs_wire_out *w, struct kvfs_fdset *fds, struct 
 }
 
 int kvfs_ops_save(struct kvfs_wire_out *w, struct kvfs_fdset *fds) {
-    int err = 0;
     pthread_mutex_lock(&all_handles.lock);
     uint64_t n = 0;
     for (struct kvfs_handle *h = all_handles.head; h; h = h->all_next)
         n++;
     kvfs_wire_put_u64(w, n);
     for (struct kvfs_handle *h = all_handles.head; h; h = h->all_next)
-        save_handle(w, fds, h, &err);
+        save_handle(w, fds, h);
     pthread_mutex_unlock(&all_handles.lock);
     /* Recent misses decide whether a publication must invalidate a negative
      * entry; losing them would leave such entries until negative_timeout. */
     kvfs_wire_put_bytes(w, miss_ns, sizeof(miss_ns));
-    return err ? err : w->err;
+    return w->err;
 }
 
 static struct kvfs_inode *restored_inode(uint64_t nodeid, bool dir) {
@@ -1619,29 +1618,23 @@ static int restore_handle(struct kvfs_wire_in *r, int *fds, size_t nfds) {
     uint64_t fh = kvfs_wire_get_u64(r);
     enum handle_kind kind = (enum handle_kind)kvfs_wire_get_max(r, H_DIR);
     uint64_t ino_id = kvfs_wire_get_u64(r);
-    uint64_t fdi = kvfs_wire_get_u64(r);
+    int fd = kvfs_wire_get_fd(r, fds, nfds);
     if (!kvfs_wire_in_ok(r))
         return r->err;
     struct kvfs_inode *ino = restored_inode(ino_id, false);
-    if (!ino || fh == 0 || kvfs_idmap_get(&inherited_fh, fh))
-        return -EBADMSG;
-    struct kvfs_handle *h = handle_new(kind, ino);
-    if (!h)
-        return -ENOMEM;
-    int rc = kvfs_idmap_put(&inherited_fh, fh, h);
-    if (rc) {
+    struct kvfs_handle *h = NULL;
+    int rc = !ino || fh == 0 || kvfs_idmap_get(&inherited_fh, fh) ? -EBADMSG : 0;
+    if (rc == 0 && !(h = handle_new(kind, ino)))
+        rc = -ENOMEM;
+    if (rc == 0 && (rc = kvfs_idmap_put(&inherited_fh, fh, h)) != 0)
         handle_free(h);
+    if (rc) {
+        if (fd >= 0)
+            close(fd);
         return rc;
     }
     h->fh = fh;
-    if (fdi != NO_FD) {
-        if (fdi >= nfds || fds[fdi] < 0) {
-            r->err = -EBADMSG;
-        } else {
-            h->fd = fds[fdi];
-            fds[fdi] = -1;
-        }
-    }
+    h->fd = fd;
     h->pub.state = (enum kvfs_pub_state)kvfs_wire_get_max(r, KVFS_PUB_FAILED);
     h->pub.error = -(int)kvfs_wire_get_max(r, 4095);
     h->pub.written = kvfs_wire_get_max(r, 1);
@@ -1660,7 +1653,7 @@ static int restore_handle(struct kvfs_wire_in *r, int *fds, size_t nfds) {
     h->watch_after = kvfs_wire_get_max(r, 1);
     h->created = kvfs_wire_get_u64(r);
     h->opener = (pid_t)kvfs_wire_get_max(r, INT32_MAX);
-    uint64_t wparent = kvfs_wire_get_u64(r);
+    bool registered = kvfs_wire_get_max(r, 1);
     bool indexed = kvfs_wire_get_max(r, 1);
     size_t len = (size_t)kvfs_wire_get_max(r, r->left);
     if (len && kvfs_wire_in_ok(r) && !(h->buf = malloc(len)))
@@ -1691,18 +1684,15 @@ static int restore_handle(struct kvfs_wire_in *r, int *fds, size_t nfds) {
     if (kvfs_wire_in_ok(r) && (kind == H_READ || kind == H_STAGE) &&
         (h->fd < 0 || ino->kind != KVFS_INODE_FILE))
         r->err = -EBADMSG;
-    if (kvfs_wire_in_ok(r) && kind == H_STAGE && !h->parent)
+    if (kvfs_wire_in_ok(r) && (kind == H_STAGE || registered) && !h->parent)
         r->err = -EBADMSG;
     if (!kvfs_wire_in_ok(r)) {
         h->backing = false; /* the inode's count was restored with it */
         handle_free(h);
         return r->err;
     }
-    if (wparent) {
-        pthread_mutex_lock(&writers_lock);
-        writer_add_locked(h, wparent);
-        pthread_mutex_unlock(&writers_lock);
-    }
+    if (registered)
+        writer_add(h);
     /* Counted open again once the block index is up (kvfs_ops_reindex). */
     h->indexed_open = false;
     h->reindex = indexed && h->parent;
@@ -1742,12 +1732,8 @@ void kvfs_ops_reindex(void) {
 }
 
 void kvfs_ops_drop_all(void) {
-    for (;;) {
-        pthread_mutex_lock(&all_handles.lock);
-        struct kvfs_handle *h = all_handles.head;
-        pthread_mutex_unlock(&all_handles.lock);
-        if (!h)
-            break;
+    struct kvfs_handle *h;
+    while ((h = first_handle())) {
         /* The successor owns the backing ids and the index counts now. */
         h->backing = false;
         h->indexed_open = false;

@@ -80,12 +80,41 @@ START_TEST(bad_values_fail) {
 }
 END_TEST
 
+/* Descriptors travel beside a record by index; each is taken once. */
+START_TEST(descriptors_by_index) {
+    struct kvfs_wire_out w = {0};
+    struct kvfs_fdset set = {0};
+    ck_assert_int_eq(kvfs_wire_put_fd(&w, &set, 7), 0);
+    ck_assert_int_eq(kvfs_wire_put_fd(&w, &set, -1), 0);
+    ck_assert_int_eq(kvfs_wire_put_fd(&w, &set, 9), 0);
+    kvfs_wire_put_u64(&w, 0); /* names index 0 again */
+    kvfs_wire_put_u64(&w, 5); /* out of range */
+    ck_assert_uint_eq(set.n, 2);
+    int fds[2] = {set.fds[0], set.fds[1]};
+    struct kvfs_wire_in r;
+    kvfs_wire_in_init(&r, w.buf, w.len);
+    ck_assert_int_eq(kvfs_wire_get_fd(&r, fds, 2), 7);
+    ck_assert_int_eq(kvfs_wire_get_fd(&r, fds, 2), -1);
+    ck_assert_int_eq(kvfs_wire_get_fd(&r, fds, 2), 9);
+    ck_assert(kvfs_wire_in_ok(&r));
+    ck_assert_int_eq(fds[0], -1); /* taken over */
+    ck_assert_int_eq(kvfs_wire_get_fd(&r, fds, 2), -1);
+    ck_assert(!kvfs_wire_in_ok(&r));
+    kvfs_wire_in_init(&r, w.buf + 32, 8);
+    ck_assert_int_eq(kvfs_wire_get_fd(&r, fds, 2), -1);
+    ck_assert(!kvfs_wire_in_ok(&r));
+    kvfs_fdset_free(&set);
+    kvfs_wire_out_free(&w);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("wire");
     TCase *tc = tcase_create("wire");
     tcase_add_test(tc, round_trip);
     tcase_add_test(tc, truncations_fail);
     tcase_add_test(tc, bad_values_fail);
+    tcase_add_test(tc, descriptors_by_index);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
