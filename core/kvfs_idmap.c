@@ -78,6 +78,8 @@ int kvfs_idmap_put(struct kvfs_idmap *m, uint64_t id, void *ptr) {
         if ((m->used + 1) * 4 > m->cap * 3)
             rc = rehash_locked(m, live + 1);
         if (rc == 0) {
+            if ((id & KVFS_IDMAP_TAG_MASK) == m->tag)
+                m->tag_shared = true;
             insert_locked(m, id, ptr);
             atomic_fetch_add(&m->count, 1);
         }
@@ -131,6 +133,8 @@ uint64_t kvfs_idmap_id(const struct kvfs_idmap *m, const void *ptr) {
 }
 
 void *kvfs_idmap_ptr(struct kvfs_idmap *m, uint64_t id) {
+    if ((id & KVFS_IDMAP_TAG_MASK) == m->tag && !m->tag_shared)
+        return (void *)(uintptr_t)(id & ~(uint64_t)KVFS_IDMAP_TAG_MASK);
     void *p = kvfs_idmap_get(m, id);
     return p ? p : (void *)(uintptr_t)(id & ~(uint64_t)KVFS_IDMAP_TAG_MASK);
 }

@@ -17,6 +17,7 @@
 #define KVFS_IDMAP_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,10 +31,11 @@ struct kvfs_idmap {
     size_t used;                    /* slots holding an entry or a tombstone */
     _Atomic size_t count;           /* entries */
     uint64_t tag;                   /* this process's ids: address | tag */
+    bool tag_shared;                /* an inherited id carries that tag too */
 };
 
 #define KVFS_IDMAP_INIT                                                                            \
-    { PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0, 0 }
+    { PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0, 0, false }
 /* Low bits of an id that carry the generation tag (allocations are aligned
  * to at least 8 bytes). */
 #define KVFS_IDMAP_TAG_MASK 7u
@@ -44,7 +46,10 @@ uint64_t kvfs_idmap_next_tag(uint64_t prev);
 void kvfs_idmap_set_tag(struct kvfs_idmap *m, uint64_t tag);
 /* The id of a structure this process allocated. */
 uint64_t kvfs_idmap_id(const struct kvfs_idmap *m, const void *ptr);
-/* The structure ID names: an inherited one, or one of this process's. */
+/* The structure ID names: an inherited one, or one of this process's. An id
+ * with this process's tag is resolved without the map (and its lock) unless
+ * an inherited id carries the same tag (seven takeovers old). Set the tag
+ * before putting inherited ids. */
 void *kvfs_idmap_ptr(struct kvfs_idmap *m, uint64_t id);
 
 /* Maps ID (never 0) to PTR, replacing any earlier mapping. 0 or -ENOMEM. */

@@ -91,7 +91,10 @@ START_TEST(generation_tags) {
     void *p = calloc(1, sizeof(int));
     uint64_t same = kvfs_idmap_id(&m, p);
     free(p);
+    ck_assert(!m.tag_shared); /* so far this process's ids resolve without the map */
     ck_assert_int_eq(kvfs_idmap_put(&m, same, &other), 0);
+    ck_assert(m.tag_shared);
+    ck_assert_ptr_eq(kvfs_idmap_ptr(&m, same), &other);
     for (int i = 0; i < 50; i++) {
         void *q = kvfs_idmap_alloc(&m, sizeof(int));
         ck_assert_ptr_nonnull(q);
