@@ -21,6 +21,7 @@
     X(read_requests, "READ requests served by the daemon (none for passthrough opens)")            \
     X(write_requests, "WRITE requests served by the daemon (none for passthrough opens)")          \
     X(passthrough_opens, "Opens whose data goes straight to the backing file")                     \
+    X(getxattr_requests, "GETXATTR requests (the kernel's security.capability checks included)")   \
     X(lookups, "Name lookups")                                                                     \
     X(lookup_misses, "Name lookups that found nothing")                                            \
     X(creates, "Files created (staged)")                                                           \

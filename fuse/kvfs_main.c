@@ -384,7 +384,7 @@ int main(int argc, char **argv) {
         goto out_signals;
     }
     mounted = true;
-    if (kvfs_pt_install(se, (enum kvfs_pt_policy)policy) != 0) {
+    if (kvfs_pt_install(se, (enum kvfs_pt_policy)policy, !cfg->suid) != 0) {
         fprintf(stderr, "kvfs: cannot set up the /dev/fuse channel\n");
         goto out_unmount;
     }

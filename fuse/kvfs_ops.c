@@ -1801,6 +1801,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name, con
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t nodeid, const char *name, size_t size) {
     char proc[64];
+    kvfs_stat_inc(&kvfs_d.stats, getxattr_requests);
     int fd = -1;
     int rc = user_xattr(name) ? xattr_target(nodeid, proc, sizeof(proc), &fd) : -ENODATA;
     if (rc == -EROFS)

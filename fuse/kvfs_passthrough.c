@@ -10,8 +10,10 @@
  *
  *  - read the kernel's INIT request to learn whether it offers passthrough;
  *  - patch libfuse's INIT reply to accept it (FUSE_INIT_EXT, the passthrough
- *    bit in flags2, max_stack_depth 1), then probe FUSE_DEV_IOC_BACKING_OPEN
- *    once, which needs CAP_SYS_ADMIN, to settle the mode;
+ *    bit in flags2, max_stack_depth 1; on nosuid mounts also
+ *    FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14 cannot ask for), then probe
+ *    FUSE_DEV_IOC_BACKING_OPEN once, which needs CAP_SYS_ADMIN, to settle the
+ *    mode;
  *  - patch an OPEN or CREATE reply, when its handler asked for it on the same
  *    thread, with FOPEN_PASSTHROUGH and the backing id.
  *
@@ -26,9 +28,16 @@
  * The reader is also where a takeover (kvfs_handover) stops and starts the
  * flow of requests. libfuse drops a request it reads after its session is
  * told to exit, so the session is never stopped with readers blocked in
- * read(): the descriptor is non-blocking, readers wait in poll() beside an
- * eventfd, and kvfs_chan_pause() parks them all between requests, with no
- * request taken from the kernel and not yet answered. A successor never
+ * read(): kvfs_chan_pause() parks them all between requests, with no request
+ * taken from the kernel and not yet answered. Readers block in read(), where
+ * the kernel wakes one of them per request; the pause interrupts them with a
+ * signal, which the kernel's wait lets through before any request is taken,
+ * and sends it again until every reader is out, since one may have been
+ * about to enter read() when the first arrived. (Waiting in poll() instead
+ * would need no signal, but the kernel wakes every poller of /dev/fuse for
+ * each request: with eight workers that cost more than the request itself.)
+ * Should the descriptor be non-blocking (it is shared with a predecessor or
+ * successor), readers wait in poll() beside an eventfd the pause writes. A successor never
  * sees the kernel's INIT, which came once per connection: it replays the one
  * its predecessor received, so that libfuse negotiates the same session, and
  * keeps the reply to itself. */
@@ -47,6 +56,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -58,6 +68,7 @@
 #define K_FUSE_INIT_EXT (1u << 30)
 #define K_FUSE_PASSTHROUGH_FLAGS2 (1u << 5)    /* FUSE_PASSTHROUGH >> 32 */
 #define K_FUSE_DIRECT_IO_MMAP_FLAGS2 (1u << 4) /* FUSE_DIRECT_IO_ALLOW_MMAP >> 32 */
+#define K_FUSE_HANDLE_KILLPRIV_V2 (1u << 28)
 #define K_FOPEN_DIRECT_IO (1u << 0)
 #define K_FOPEN_KEEP_CACHE (1u << 1)
 #define K_FOPEN_PASSTHROUGH (1u << 7)
@@ -106,7 +117,9 @@ static int dev_fd = -1;
 static enum kvfs_pt_policy policy = KVFS_PT_AUTO;
 static bool kernel_offers;     /* the INIT request advertised passthrough */
 static uint32_t kernel_flags2; /* what else it advertised in flags2 */
-static bool active;            /* passthrough accepted and a probe succeeded */
+static uint32_t kernel_flags;
+static bool killpriv_v2;
+static bool active; /* passthrough accepted and a probe succeeded */
 static char reason[160] = "not negotiated yet";
 
 /* The kernel's INIT request, kept for a successor, or one to replay. */
@@ -124,7 +137,15 @@ static bool parking, leaving;
 static unsigned busy;    /* requests handed to libfuse and not yet finished */
 static unsigned polling; /* readers between leaving the lock and reading */
 static __thread bool holding;
-static __thread int nonblocking_fd = -1;
+static __thread bool armed; /* holder_key set for this thread */
+/* The readers between leaving the lock and reading, for the pause to kick. */
+struct reader {
+    pthread_t thread;
+    struct reader *next, **prev;
+};
+static struct reader *readers;
+static __thread struct reader self;
+static int kick_signal;
 /* Until INIT is answered and the data mode settled (probe), one thread reads
  * and serves INIT and the others wait: a request served before the mode is
  * known would be answered without passthrough, which the kernel refuses for
@@ -301,26 +322,70 @@ static void holder_key_init(void) {
     pthread_key_create(&holder_key, holder_exit);
 }
 
-static void poll_cancelled(void *arg) {
+/* This thread enters or leaves the window in which it may block reading;
+ * called with the park lock held. */
+static void enter_read_locked(void) {
+    polling++;
+    self.thread = pthread_self();
+    self.next = readers;
+    self.prev = &readers;
+    if (readers)
+        readers->prev = &self.next;
+    readers = &self;
+}
+
+static void leave_read_locked(void) {
+    *self.prev = self.next;
+    if (self.next)
+        self.next->prev = self.prev;
+    if (--polling == 0 && parking)
+        pthread_cond_broadcast(&park_cond);
+}
+
+static void read_cancelled(void *arg) {
     (void)arg;
     pthread_mutex_lock(&park_lock);
-    polling--;
+    leave_read_locked();
     pthread_mutex_unlock(&park_lock);
 }
 
-/* One read from the kernel that never blocks with the park lock free. */
+static void kicked(int sig) {
+    (void)sig; /* only to make read() or poll() return EINTR */
+}
+
+/* Waits for a request, the only place a reader may be cancelled. A blocking
+ * descriptor waits in read(); a non-blocking one in poll(), then reads. */
+static ssize_t wait_request(int fd, void *buf, size_t len, int cancel_state, int *err) {
+    ssize_t n = -1;
+    pthread_cleanup_push(read_cancelled, NULL);
+    pthread_setcancelstate(cancel_state, NULL);
+    n = read(fd, buf, len);
+    *err = errno;
+    if (n < 0 && *err == EAGAIN) {
+        struct pollfd pf[2] = {{.fd = fd, .events = POLLIN}, {.fd = wake_fd, .events = POLLIN}};
+        int pr = poll(pf, 2, -1);
+        *err = pr < 0 ? errno : EAGAIN;
+        if (pr > 0 && (pf[0].revents & (POLLIN | POLLERR | POLLHUP)) && !(pf[1].revents & POLLIN)) {
+            pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+            n = read(fd, buf, len);
+            *err = errno;
+        }
+    }
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+    pthread_cleanup_pop(0);
+    return n;
+}
+
+/* One read from the kernel, never blocked with the park lock free. */
 static ssize_t read_request(int fd, void *buf, size_t len) {
-    if (nonblocking_fd != fd) {
+    if (!armed) {
         pthread_once(&holder_once, holder_key_init);
         pthread_setspecific(holder_key, &holder_key); /* any non-NULL value arms it */
-        int fl = fcntl(fd, F_GETFL);
-        if (fl >= 0 && !(fl & O_NONBLOCK))
-            fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-        nonblocking_fd = fd;
+        armed = true;
     }
     /* libfuse cancels idle readers when its loop ends; a reader may only be
-     * cancelled in poll(), never holding the park lock or with a request
-     * read and not yet handed over. */
+     * cancelled waiting for a request, never holding the park lock or with a
+     * request read and not yet handed over. */
     int cancel_state;
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
     pthread_mutex_lock(&park_lock);
@@ -347,26 +412,12 @@ static ssize_t read_request(int fd, void *buf, size_t len) {
             pthread_setcancelstate(cancel_state, NULL);
             return (ssize_t)(init_req_len < len ? init_req_len : len);
         }
-        polling++;
+        enter_read_locked();
         pthread_mutex_unlock(&park_lock);
-        struct pollfd pf[2] = {{.fd = fd, .events = POLLIN}, {.fd = wake_fd, .events = POLLIN}};
-        int pr;
-        pthread_cleanup_push(poll_cancelled, NULL);
-        pthread_setcancelstate(cancel_state, NULL);
-        pr = poll(pf, 2, -1);
-        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
-        pthread_cleanup_pop(0);
-        ssize_t n = -1;
-        int e = EAGAIN;
-        if (pr > 0 && (pf[0].revents & (POLLIN | POLLERR | POLLHUP)) && !(pf[1].revents & POLLIN)) {
-            n = read(fd, buf, len);
-            e = errno;
-        } else if (pr < 0) {
-            e = errno;
-        }
+        int e;
+        ssize_t n = wait_request(fd, buf, len, cancel_state, &e);
         pthread_mutex_lock(&park_lock);
-        if (--polling == 0 && parking)
-            pthread_cond_broadcast(&park_cond);
+        leave_read_locked();
         if (n > 0) {
             busy++;
             holding = true;
@@ -390,10 +441,26 @@ int kvfs_chan_pause(unsigned timeout_s) {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += timeout_s;
-    int rc = 0;
-    while ((busy || polling) && rc == 0)
-        rc = pthread_cond_timedwait(&park_cond, &park_lock, &until);
-    bool idle = !busy && !polling;
+    bool idle = false;
+    for (;;) {
+        idle = !busy && !polling;
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        if (idle || now.tv_sec > until.tv_sec ||
+            (now.tv_sec == until.tv_sec && now.tv_nsec >= until.tv_nsec))
+            break;
+        /* A reader may have been just about to block when kicked: kick again
+         * each millisecond until none is left reading. */
+        for (struct reader *r = readers; r; r = r->next)
+            pthread_kill(r->thread, kick_signal);
+        struct timespec tick = now;
+        tick.tv_nsec += 1000000;
+        if (tick.tv_nsec >= 1000000000) {
+            tick.tv_sec++;
+            tick.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&park_cond, &park_lock, &tick);
+    }
     pthread_mutex_unlock(&park_lock);
     if (!idle) {
         kvfs_chan_resume();
@@ -455,6 +522,7 @@ static ssize_t kvfs_read(int fd, void *buf, size_t len, void *userdata) {
                 init_req_len = (size_t)n < INIT_MAX ? (size_t)n : INIT_MAX;
                 memcpy(init_req, buf, init_req_len);
             }
+            kernel_flags = in->flags;
             kernel_flags2 = (in->flags & K_FUSE_INIT_EXT) ? in->flags2 : 0;
             kernel_offers = (kernel_flags2 & K_FUSE_PASSTHROUGH_FLAGS2) != 0;
         }
@@ -473,6 +541,15 @@ static ssize_t kvfs_writev(int fd, struct iovec *iov, int count, void *userdata)
         if (ok && kernel_flags2 && iov[1].iov_len >= sizeof(init)) {
             memcpy(&init, iov[1].iov_base, sizeof(init));
             init.flags |= K_FUSE_INIT_EXT;
+            /* Every write() to a file opened for passthrough asks us for
+             * its security.capability first (a round trip per call: 65 for
+             * one libkvfs block), unless the file system says it clears
+             * set-id bits and capabilities itself, which makes the kernel
+             * ask once per inode. kvfs stores no security.* attributes,
+             * and on a nosuid mount (libfuse's default) set-id bits mean
+             * nothing, so there is nothing to clear. */
+            if (killpriv_v2)
+                init.flags |= kernel_flags & K_FUSE_HANDLE_KILLPRIV_V2;
             /* Direct I/O opens (the daemon path) may still be mmapped. */
             init.flags2 |= kernel_flags2 & K_FUSE_DIRECT_IO_MMAP_FLAGS2;
             if (policy != KVFS_PT_OFF && kernel_offers) {
@@ -515,16 +592,29 @@ static ssize_t kvfs_writev(int fd, struct iovec *iov, int count, void *userdata)
     return writev(fd, iov, count);
 }
 
-int kvfs_pt_install(struct fuse_session *se, enum kvfs_pt_policy pol) {
+int kvfs_pt_install(struct fuse_session *se, enum kvfs_pt_policy pol, bool nosuid) {
     static const struct fuse_custom_io io = {
         .writev = kvfs_writev,
         .read = kvfs_read,
     };
     policy = pol;
+    killpriv_v2 = nosuid;
     dev_fd = fuse_session_fd(se);
     if (wake_fd < 0)
         wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (wake_fd < 0)
         return -1;
+    /* Readers block (see the top of the file); a predecessor may have left
+     * the shared descriptor non-blocking. */
+    int fl = fcntl(dev_fd, F_GETFL);
+    if (fl >= 0 && (fl & O_NONBLOCK))
+        fcntl(dev_fd, F_SETFL, fl & ~O_NONBLOCK);
+    if (!kick_signal) {
+        struct sigaction sa = {.sa_handler = kicked}; /* no SA_RESTART */
+        sigemptyset(&sa.sa_mask);
+        kick_signal = SIGRTMIN + 2;
+        if (sigaction(kick_signal, &sa, NULL) != 0)
+            return -1;
+    }
     return fuse_session_custom_io(se, &io, dev_fd);
 }

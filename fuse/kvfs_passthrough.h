@@ -8,8 +8,10 @@
 #include <fuse_lowlevel.h>
 #include <stdbool.h>
 
-/* Routes the session's /dev/fuse traffic through kvfs (after mounting). */
-int kvfs_pt_install(struct fuse_session *se, enum kvfs_pt_policy policy);
+/* Routes the session's /dev/fuse traffic through kvfs (after mounting).
+ * NOSUID: the mount ignores set-id bits, so the kernel may leave clearing
+ * them to us (see the INIT reply in the .c). */
+int kvfs_pt_install(struct fuse_session *se, enum kvfs_pt_policy policy, bool nosuid);
 /* Called from the init handler: the next reply on this thread is INIT's. */
 void kvfs_pt_expect_init(void);
 

@@ -114,6 +114,14 @@ class Mount:
         except OSError:
             return ""
 
+    def mount_options(self):
+        """The mount's options as /proc/self/mounts lists them."""
+        for line in Path("/proc/self/mounts").read_text().splitlines():
+            fields = line.split()
+            if fields[1] == str(self.mnt):
+                return fields[3].split(",")
+        raise AssertionError(f"{self.mnt} is not mounted")
+
     def stats(self):
         out = {}
         for line in (self.mnt / ".kvfs" / "stats").read_text().splitlines():

@@ -46,6 +46,41 @@ def test_data_requests_reach_the_daemon_only_without_passthrough(kvfs, passthrou
     assert after_read["bytes_written"] == len(names) * size
 
 
+def test_writes_in_pieces_ask_for_capabilities_once(kvfs, passthrough):
+    """The kernel checks security.capability before a write() to a file
+    unless the file system clears set-id bits itself (FUSE_HANDLE_KILLPRIV_V2,
+    negotiated on nosuid mounts); then it asks once per file, not once per
+    write() (libkvfs writes a block in 512 KiB pieces)."""
+    assert "nosuid" in kvfs.mount_options()
+    before = kvfs.stats()["getxattr_requests"]
+    names = [block_name(300 + i) for i in range(3)]
+    piece = b"p" * (64 << 10)
+    for n in names:
+        fd = os.open(kvfs.mnt / n, os.O_CREAT | os.O_WRONLY, 0o644)
+        for i in range(16):
+            assert os.pwrite(fd, piece, i * len(piece)) == len(piece)
+        os.close(fd)
+    asked = kvfs.stats()["getxattr_requests"] - before
+    assert asked <= len(names), asked
+    for n in names:
+        assert (kvfs.mnt / n).read_bytes() == piece * 16
+
+
+def test_suid_mount_keeps_the_kernel_checks(mount_factory, backing, passthrough):
+    """With 'suid' set-id bits count, so the kernel keeps asking before each
+    passthrough write() (kvfs does not claim to clear them there)."""
+    if passthrough != "auto":
+        pytest.skip("the kernel asks before passthrough writes only")
+    m = mount_factory(backing, "suid", options=["suid"])
+    assert "nosuid" not in m.mount_options()
+    before = m.stats()["getxattr_requests"]
+    fd = os.open(m.mnt / block_name(311), os.O_CREAT | os.O_WRONLY, 0o644)
+    for i in range(4):
+        assert os.pwrite(fd, b"b" * 4096, i * 4096) == 4096
+    os.close(fd)
+    assert m.stats()["getxattr_requests"] - before >= 4
+
+
 def test_same_bytes_in_every_mode(mount_factory, backing):
     """One backing store written in one mode and read back in the others."""
     names = [block_name(i) for i in range(6)]

@@ -75,6 +75,12 @@ START_TEST(good_options) {
     ck_assert(c.fuse_debug && c.foreground);
     ck_assert_int_eq(parse(&c, err, 5, "-o", "fsname=a\\,b", "/b", "/m"), 0);
     ck_assert_str_eq(c.fuse_opts, "fsname=a\\,b");
+    ck_assert(!c.suid); /* libfuse mounts nosuid unless told otherwise */
+    /* the last of suid/nosuid counts */
+    ck_assert_int_eq(parse(&c, err, 5, "-o", "nosuid,suid", "/b", "/m"), 0);
+    ck_assert(c.suid);
+    ck_assert_int_eq(parse(&c, err, 5, "-o", "suid,nosuid", "/b", "/m"), 0);
+    ck_assert(!c.suid);
 }
 END_TEST
 
