@@ -18,6 +18,7 @@ void kvfs_config_defaults(struct kvfs_config *cfg) {
     cfg->negative_timeout = 1.0;
     cfg->meta_timeout = 1.0;
     cfg->threads = 16;
+    cfg->spin_us = -1;
     cfg->log_level = KVFS_LOG_INFO;
     cfg->staging_grace = 3600;
     cfg->request_timeout = 60;
@@ -189,6 +190,13 @@ int kvfs_config_apply_option(struct kvfs_config *cfg, const char *opt, char *err
 
     if (strcmp(name, "threads") == 0)
         return parse_uint(name, val, 1, 1024, &cfg->threads, err, errlen);
+    if (strcmp(name, "spin_us") == 0) {
+        unsigned us;
+        if (parse_uint(name, val, 0, 10000, &us, err, errlen) != 0)
+            return -1;
+        cfg->spin_us = (int)us;
+        return 0;
+    }
     struct {
         const char *name;
         unsigned *field;
@@ -414,6 +422,9 @@ void kvfs_config_usage(const char *prog, void *stream) {
             "                         files (1)\n"
             "  threads=N              maximum FUSE worker threads, 1 to 1024 (16)\n"
             "  clone_fd               one /dev/fuse descriptor per worker thread\n"
+            "  spin_us=USEC           after a request, one idle worker polls USEC\n"
+            "                         microseconds for the next before sleeping (50 with 4\n"
+            "                         or more CPUs, else 0)\n"
             "  log_level=LEVEL        error, warn, info or debug (info)\n"
             "  passthrough=MODE       auto: kernel passthrough for reads and writes when the\n"
             "                         kernel and privileges allow; reads: passthrough for\n"

@@ -133,7 +133,8 @@ static __thread bool replayed_here; /* this thread is serving the replayed INIT 
 static pthread_mutex_t park_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t park_cond = PTHREAD_COND_INITIALIZER;
 static int wake_fd = -1;
-static bool parking, leaving;
+static _Atomic bool parking; /* also read, unlocked, by a spinning reader */
+static bool leaving;
 static unsigned busy;    /* requests handed to libfuse and not yet finished */
 static unsigned polling; /* readers between leaving the lock and reading */
 static __thread bool holding;
@@ -146,6 +147,13 @@ struct reader {
 static struct reader *readers;
 static __thread struct reader self;
 static int kick_signal;
+/* After a request, one idle reader polls for the next one this long before
+ * it sleeps in read(): a client's requests come in bursts (LOOKUP, CREATE,
+ * GETXATTR, FLUSH for one block), and waking a sleeping thread, on a CPU
+ * that may have gone idle, is most of a round trip's cost in a VM. One
+ * spinner at most, and only between requests. */
+static unsigned spin_us;
+static _Atomic bool spinning;
 /* Until INIT is answered and the data mode settled (probe), one thread reads
  * and serves INIT and the others wait: a request served before the mode is
  * known would be answered without passthrough, which the kernel refuses for
@@ -353,10 +361,33 @@ static void kicked(int sig) {
     (void)sig; /* only to make read() or poll() return EINTR */
 }
 
+static uint64_t now_us(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+
+/* Spins (see spin_us) until a request is queued, the time is up or a pause
+ * begins. Returns false if a pause began. */
+static bool spin_for_request(int fd) {
+    if (!spin_us || atomic_exchange(&spinning, true))
+        return !parking;
+    uint64_t until = now_us() + spin_us;
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    while (!parking && poll(&pf, 1, 0) == 0 && now_us() < until)
+        ;
+    atomic_store(&spinning, false);
+    return !parking;
+}
+
 /* Waits for a request, the only place a reader may be cancelled. A blocking
  * descriptor waits in read(); a non-blocking one in poll(), then reads. */
 static ssize_t wait_request(int fd, void *buf, size_t len, int cancel_state, int *err) {
     ssize_t n = -1;
+    if (!spin_for_request(fd)) {
+        *err = EINTR;
+        return -1;
+    }
     pthread_cleanup_push(read_cancelled, NULL);
     pthread_setcancelstate(cancel_state, NULL);
     n = read(fd, buf, len);
@@ -590,6 +621,10 @@ static ssize_t kvfs_writev(int fd, struct iovec *iov, int count, void *userdata)
         }
     }
     return writev(fd, iov, count);
+}
+
+void kvfs_chan_set_spin(unsigned us) {
+    spin_us = us;
 }
 
 int kvfs_pt_install(struct fuse_session *se, enum kvfs_pt_policy pol, bool nosuid) {

@@ -12,6 +12,8 @@
  * NOSUID: the mount ignores set-id bits, so the kernel may leave clearing
  * them to us (see the INIT reply in the .c). */
 int kvfs_pt_install(struct fuse_session *se, enum kvfs_pt_policy policy, bool nosuid);
+/* How long an idle reader polls for the next request before it sleeps. */
+void kvfs_chan_set_spin(unsigned us);
 /* Called from the init handler: the next reply on this thread is INIT's. */
 void kvfs_pt_expect_init(void);
 

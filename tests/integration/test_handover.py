@@ -8,6 +8,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from conftest import block_data, block_name, is_mounted
 
 SIZE = 256 * 1024
@@ -68,8 +70,12 @@ class Load:
             t.join(timeout=60)
 
 
-def test_takeover_under_load_keeps_open_files_and_loses_nothing(mount_factory, backing, tmp_path):
-    m = mount_factory(backing, options=[sock_opt(tmp_path)])
+# With spin_us, one reader is polling for the next request instead of
+# sleeping in read(); the pause must stop it just the same.
+@pytest.mark.parametrize("spin", [0, 200])
+def test_takeover_under_load_keeps_open_files_and_loses_nothing(mount_factory, backing, tmp_path,
+                                                                 spin):
+    m = mount_factory(backing, options=[sock_opt(tmp_path), f"spin_us={spin}"])
     ns = m.mnt / "model" / "rank0"
     ns.mkdir(parents=True)
     stored = []

@@ -75,7 +75,12 @@ START_TEST(good_options) {
     ck_assert(c.fuse_debug && c.foreground);
     ck_assert_int_eq(parse(&c, err, 5, "-o", "fsname=a\\,b", "/b", "/m"), 0);
     ck_assert_str_eq(c.fuse_opts, "fsname=a\\,b");
-    ck_assert(!c.suid); /* libfuse mounts nosuid unless told otherwise */
+    ck_assert(!c.suid);              /* libfuse mounts nosuid unless told otherwise */
+    ck_assert_int_eq(c.spin_us, -1); /* chosen from the CPU count at start */
+    ck_assert_int_eq(parse(&c, err, 5, "-o", "spin_us=0", "/b", "/m"), 0);
+    ck_assert_int_eq(c.spin_us, 0);
+    ck_assert_int_eq(parse(&c, err, 5, "-o", "spin_us=10000", "/b", "/m"), 0);
+    ck_assert_int_eq(c.spin_us, 10000);
     /* the last of suid/nosuid counts */
     ck_assert_int_eq(parse(&c, err, 5, "-o", "nosuid,suid", "/b", "/m"), 0);
     ck_assert(c.suid);
@@ -105,6 +110,8 @@ START_TEST(bad_options) {
         {"passthrough", "passthrough"},
         {"durable=1", "takes no value"},
         {"nosuid=1", "takes no value"},
+        {"spin_us=10001", "0 to 10000"},
+        {"spin_us=-1", "whole number"},
         {"fsname=", "needs a value"},
         {"staging_grace=0", "staging_grace"},
         {"request_timeout=-1", "request_timeout"},
