@@ -19,6 +19,7 @@ void kvfs_config_defaults(struct kvfs_config *cfg) {
     cfg->meta_timeout = 1.0;
     cfg->threads = 16;
     cfg->spin_us = -1;
+    cfg->spin_write_us = -1;
     cfg->log_level = KVFS_LOG_INFO;
     cfg->staging_grace = 3600;
     cfg->request_timeout = 60;
@@ -190,11 +191,11 @@ int kvfs_config_apply_option(struct kvfs_config *cfg, const char *opt, char *err
 
     if (strcmp(name, "threads") == 0)
         return parse_uint(name, val, 1, 1024, &cfg->threads, err, errlen);
-    if (strcmp(name, "spin_us") == 0) {
+    if (strcmp(name, "spin_us") == 0 || strcmp(name, "spin_write_us") == 0) {
         unsigned us;
-        if (parse_uint(name, val, 0, 10000, &us, err, errlen) != 0)
+        if (parse_uint(name, val, 0, 100000, &us, err, errlen) != 0)
             return -1;
-        cfg->spin_us = (int)us;
+        *(name[5] == 'w' ? &cfg->spin_write_us : &cfg->spin_us) = (int)us;
         return 0;
     }
     struct {
@@ -425,6 +426,8 @@ void kvfs_config_usage(const char *prog, void *stream) {
             "  spin_us=USEC           after a request, one idle worker polls USEC\n"
             "                         microseconds for the next before sleeping (50 with 4\n"
             "                         or more CPUs, else 0)\n"
+            "  spin_write_us=USEC     the same while files are being written, whose close\n"
+            "                         is coming (5000 with 4 or more CPUs, else 0)\n"
             "  log_level=LEVEL        error, warn, info or debug (info)\n"
             "  passthrough=MODE       auto: kernel passthrough for reads and writes when the\n"
             "                         kernel and privileges allow; reads: passthrough for\n"

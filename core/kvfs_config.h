@@ -35,6 +35,7 @@ struct kvfs_config {
     double meta_timeout;      /* s: dentries/attributes of directories and non-block files */
     unsigned threads;         /* maximum FUSE worker threads */
     int spin_us;              /* spin_us=USEC: busy-poll for the next request; -1 default */
+    int spin_write_us;        /* the same while files are being written; -1 default */
     bool clone_fd;            /* one /dev/fuse descriptor per worker */
     int log_level;            /* enum kvfs_log_level */
     bool durable;             /* fdatasync a file before publishing it */

@@ -386,7 +386,13 @@ int main(int argc, char **argv) {
     mounted = true;
     /* A spinning reader takes a CPU from the clients on small machines. */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    kvfs_chan_set_spin(cfg->spin_us >= 0 ? (unsigned)cfg->spin_us : cpus >= 4 ? 50u : 0u);
+    bool spin = cpus >= 4;
+    kvfs_chan_set_spin(cfg->spin_us >= 0 ? (unsigned)cfg->spin_us
+                       : spin            ? 50u
+                                         : 0u,
+                       cfg->spin_write_us >= 0 ? (unsigned)cfg->spin_write_us
+                       : spin                  ? 5000u
+                                               : 0u);
     if (kvfs_pt_install(se, (enum kvfs_pt_policy)policy, !cfg->suid) != 0) {
         fprintf(stderr, "kvfs: cannot set up the /dev/fuse channel\n");
         goto out_unmount;

@@ -245,6 +245,7 @@ static void writer_add_locked(struct kvfs_handle *h, uint64_t parent) {
     h->wnext = writers[s];
     writers[s] = h;
     h->registered = true;
+    kvfs_chan_writing(1);
 }
 
 static void writer_unlink_locked(struct kvfs_handle *h) {
@@ -256,6 +257,7 @@ static void writer_unlink_locked(struct kvfs_handle *h) {
     if (*pp)
         *pp = h->wnext;
     h->registered = false;
+    kvfs_chan_writing(-1);
 }
 
 static void writer_add(struct kvfs_handle *h) {

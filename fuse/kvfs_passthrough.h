@@ -12,8 +12,11 @@
  * NOSUID: the mount ignores set-id bits, so the kernel may leave clearing
  * them to us (see the INIT reply in the .c). */
 int kvfs_pt_install(struct fuse_session *se, enum kvfs_pt_policy policy, bool nosuid);
-/* How long an idle reader polls for the next request before it sleeps. */
-void kvfs_chan_set_spin(unsigned us);
+/* How long an idle reader polls for the next request before it sleeps, and
+ * how long while files are being written (their FLUSH is coming). */
+void kvfs_chan_set_spin(unsigned idle_us, unsigned write_us);
+/* DELTA files began (+1) or ended (-1) being written. */
+void kvfs_chan_writing(int delta);
 /* Called from the init handler: the next reply on this thread is INIT's. */
 void kvfs_pt_expect_init(void);
 

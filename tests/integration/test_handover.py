@@ -75,7 +75,7 @@ class Load:
 @pytest.mark.parametrize("spin", [0, 200])
 def test_takeover_under_load_keeps_open_files_and_loses_nothing(mount_factory, backing, tmp_path,
                                                                  spin):
-    m = mount_factory(backing, options=[sock_opt(tmp_path), f"spin_us={spin}"])
+    m = mount_factory(backing, options=[sock_opt(tmp_path), f"spin_us={spin}", f"spin_write_us={spin * 10}"])
     ns = m.mnt / "model" / "rank0"
     ns.mkdir(parents=True)
     stored = []

@@ -79,8 +79,9 @@ START_TEST(good_options) {
     ck_assert_int_eq(c.spin_us, -1); /* chosen from the CPU count at start */
     ck_assert_int_eq(parse(&c, err, 5, "-o", "spin_us=0", "/b", "/m"), 0);
     ck_assert_int_eq(c.spin_us, 0);
-    ck_assert_int_eq(parse(&c, err, 5, "-o", "spin_us=10000", "/b", "/m"), 0);
+    ck_assert_int_eq(parse(&c, err, 5, "-o", "spin_us=10000,spin_write_us=7", "/b", "/m"), 0);
     ck_assert_int_eq(c.spin_us, 10000);
+    ck_assert_int_eq(c.spin_write_us, 7);
     /* the last of suid/nosuid counts */
     ck_assert_int_eq(parse(&c, err, 5, "-o", "nosuid,suid", "/b", "/m"), 0);
     ck_assert(c.suid);
@@ -110,7 +111,8 @@ START_TEST(bad_options) {
         {"passthrough", "passthrough"},
         {"durable=1", "takes no value"},
         {"nosuid=1", "takes no value"},
-        {"spin_us=10001", "0 to 10000"},
+        {"spin_us=100001", "0 to 100000"},
+        {"spin_write_us=x", "spin_write_us"},
         {"spin_us=-1", "whole number"},
         {"fsname=", "needs a value"},
         {"staging_grace=0", "staging_grace"},
