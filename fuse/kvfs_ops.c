@@ -593,6 +593,46 @@ static void serve_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_in
     fuse_reply_attr(req, &st, attr_timeout_of(ino, st.st_mode));
 }
 
+/* The modification times SETATTR (utime through the mount) last gave
+ * backing files, by file, so that the check for writes after publication,
+ * at the asynchronous RELEASE, does not take a utime() made after close()
+ * for one (as cp -p and touch do). Keyed by the backing file, not the inode:
+ * publication changes the file's ctime, so the name gets a new inode. A slot
+ * taken by another file only brings back the old, stricter check. */
+#define SET_MTIME_SLOTS 1024
+static struct set_mtime {
+    dev_t dev;
+    ino_t ino;
+    struct timespec mtime;
+} set_mtimes[SET_MTIME_SLOTS];
+static pthread_mutex_t set_mtime_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct set_mtime *set_mtime_slot(dev_t dev, ino_t ino) {
+    return &set_mtimes[((uint64_t)ino * 0x9E3779B97F4A7C15ull ^ (uint64_t)dev) % SET_MTIME_SLOTS];
+}
+
+static bool same_time(const struct timespec *a, const struct timespec *b) {
+    return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+/* The file ST describes now has the modification time a SETATTR gave it. */
+static void note_set_mtime(const struct stat *st) {
+    pthread_mutex_lock(&set_mtime_lock);
+    *set_mtime_slot(st->st_dev, st->st_ino) =
+        (struct set_mtime){.dev = st->st_dev, .ino = st->st_ino, .mtime = st->st_mtim};
+    pthread_mutex_unlock(&set_mtime_lock);
+}
+
+/* True if the last SETATTR of the file ST describes gave it its current
+ * modification time. */
+static bool mtime_was_set(const struct stat *st) {
+    pthread_mutex_lock(&set_mtime_lock);
+    const struct set_mtime *m = set_mtime_slot(st->st_dev, st->st_ino);
+    bool set = m->dev == st->st_dev && m->ino == st->st_ino && same_time(&m->mtime, &st->st_mtim);
+    pthread_mutex_unlock(&set_mtime_lock);
+    return set;
+}
+
 static void serve_setattr(fuse_req_t req, fuse_ino_t nodeid, struct stat *attr, int to_set,
                           struct fuse_file_info *fi) {
     struct kvfs_inode *ino = kvfs_inode_get(nodeid);
@@ -657,6 +697,8 @@ static void serve_setattr(fuse_req_t req, fuse_ino_t nodeid, struct stat *attr, 
     }
     if (!rc && fstatat(fd, "", &st, AT_EMPTY_PATH) != 0)
         rc = -errno;
+    if (!rc && (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)))
+        note_set_mtime(&st);
     if (!(h && h->fd >= 0))
         put_path_fd(ino, fd);
     if (rc) {
@@ -917,9 +959,13 @@ static int check_passthrough_write(struct kvfs_handle *h) {
  * leave a block that changed under its readers. */
 static void check_unchanged_after_publish(struct kvfs_handle *h) {
     struct stat st;
-    if (fstat(h->fd, &st) != 0 ||
-        (st.st_size == h->published.st_size && st.st_mtim.tv_sec == h->published.st_mtim.tv_sec &&
-         st.st_mtim.tv_nsec == h->published.st_mtim.tv_nsec))
+    if (fstat(h->fd, &st) != 0)
+        return;
+    /* Same size and either the published modification time or the one a
+     * utime() through the mount set since (a write after it would have moved
+     * it again): nothing was written. */
+    if (st.st_size == h->published.st_size &&
+        (same_time(&st.st_mtim, &h->published.st_mtim) || mtime_was_set(&st)))
         return;
     struct stat cur;
     enum kvfs_where where;

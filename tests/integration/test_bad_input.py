@@ -148,6 +148,28 @@ def test_writes_after_publishing_close(dbg):
         assert "written after it was published" in dbg.log()
 
 
+@pytest.mark.parametrize("name", ["notes.txt", block_name(9)])
+def test_utime_after_publishing_close_is_not_a_write(dbg, name):
+    """A utime() or chmod() after the publishing close() is no write: the file
+    stays published when its last descriptor closes (the check for writes
+    after publication runs then). Regression: it was withdrawn whenever the
+    asynchronous RELEASE came after the utime(), as in cp -p or touch."""
+    p = dbg.mnt / name
+    fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, b"data")
+    fd2 = os.dup(fd)  # holds the file open past the publishing close
+    os.close(fd)
+    os.utime(p, (1000000000, 1000000000))
+    os.chmod(p, 0o600)
+    os.close(fd2)
+    time.sleep(0.2)  # RELEASE is asynchronous
+    assert p.read_bytes() == b"data"
+    st = os.stat(p)
+    assert st.st_mtime == 1000000000 and st.st_mode & 0o777 == 0o600
+    assert "written after it was published" not in dbg.log()
+    assert dbg.stats()["publish_errors"] == 0
+
+
 def test_links_and_special_files_refused(dbg):
     (dbg.mnt / "t.txt").write_text("t")
     before = backing_snapshot(dbg.backing)
