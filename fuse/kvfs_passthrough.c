@@ -60,6 +60,7 @@
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -147,6 +148,8 @@ struct reader {
 static struct reader *readers;
 static __thread struct reader self;
 static int kick_signal;
+static unsigned kick_rounds; /* how many times the pause kicked the readers */
+static __thread unsigned kick_rounds_seen;
 /* After a request, one idle reader polls for the next one this long before
  * it sleeps in read(): a client's requests come in bursts (LOOKUP, CREATE,
  * GETXATTR, FLUSH for one block), and waking a sleeping thread, on a CPU
@@ -341,6 +344,7 @@ static void holder_key_init(void) {
  * called with the park lock held. */
 static void enter_read_locked(void) {
     polling++;
+    kick_rounds_seen = kick_rounds;
     self.thread = pthread_self();
     self.next = readers;
     self.prev = &readers;
@@ -460,7 +464,14 @@ static ssize_t read_request(int fd, void *buf, size_t len) {
         if (n > 0) {
             busy++;
             holding = true;
+            bool kicked_here = kick_rounds != kick_rounds_seen;
             pthread_mutex_unlock(&park_lock);
+            /* A kick sent while this thread was reading may still be pending:
+             * it would make the first blocking system call of the request's
+             * handler fail with EINTR. Any system call's return delivers it
+             * (to the empty handler) first. */
+            if (kicked_here)
+                (void)syscall(SYS_getppid);
             pthread_setcancelstate(cancel_state, NULL);
             return n;
         }
@@ -473,47 +484,77 @@ static ssize_t read_request(int fd, void *buf, size_t len) {
     }
 }
 
-int kvfs_chan_pause(unsigned timeout_s) {
-    pthread_mutex_lock(&park_lock);
+static uint64_t realtime_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
+
+static struct timespec realtime_at(uint64_t ms) {
+    return (struct timespec){.tv_sec = (time_t)(ms / 1000u),
+                             .tv_nsec = (long)(ms % 1000u) * 1000000L};
+}
+
+/* One attempt: parks the readers and waits until UNTIL_MS for the requests
+ * in flight to finish. Called with the park lock held; returns with it held
+ * and the readers parked if it succeeded. */
+static bool park_until(uint64_t until_ms) {
     parking = true;
     eventfd_write(wake_fd, 1); /* stays readable until resumed */
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_s;
-    bool idle = false;
     for (;;) {
-        idle = !busy && !polling;
-        struct timespec now;
-        clock_gettime(CLOCK_REALTIME, &now);
-        if (idle || now.tv_sec > until.tv_sec ||
-            (now.tv_sec == until.tv_sec && now.tv_nsec >= until.tv_nsec))
-            break;
+        if (!busy && !polling)
+            return true;
+        uint64_t now = realtime_ms();
+        if (now >= until_ms)
+            return false;
         /* A reader may have been just about to block when kicked: kick again
          * each millisecond until none is left reading. */
         for (struct reader *r = readers; r; r = r->next)
             pthread_kill(r->thread, kick_signal);
-        struct timespec tick = now;
-        tick.tv_nsec += 1000000;
-        if (tick.tv_nsec >= 1000000000) {
-            tick.tv_sec++;
-            tick.tv_nsec -= 1000000000;
-        }
+        kick_rounds++;
+        struct timespec tick = realtime_at(now + 1 < until_ms ? now + 1 : until_ms);
         pthread_cond_timedwait(&park_cond, &park_lock, &tick);
     }
-    pthread_mutex_unlock(&park_lock);
-    if (!idle) {
-        kvfs_chan_resume();
-        return -ETIMEDOUT;
-    }
-    return 0;
 }
 
-void kvfs_chan_resume(void) {
-    pthread_mutex_lock(&park_lock);
+static void unpark_locked(void) {
     parking = false;
     eventfd_t v;
     eventfd_read(wake_fd, &v);
     pthread_cond_broadcast(&park_cond);
+}
+
+/* A request in flight may itself wait for another one: a FLUSH that drops a
+ * name from the kernel's cache (fuse_lowlevel_notify_inval_entry) waits for
+ * the directory's lock, which a LOOKUP waiting in the queue holds. Parked
+ * readers would never serve that LOOKUP, so each attempt is short, and
+ * between attempts the readers serve for a moment. */
+#define PAUSE_ATTEMPT_MS 100
+#define PAUSE_GAP_MS 5
+
+int kvfs_chan_pause(unsigned timeout_s) {
+    uint64_t until = realtime_ms() + (uint64_t)timeout_s * 1000u;
+    pthread_mutex_lock(&park_lock);
+    for (;;) {
+        uint64_t now = realtime_ms();
+        uint64_t attempt = now + PAUSE_ATTEMPT_MS < until ? now + PAUSE_ATTEMPT_MS : until;
+        if (park_until(attempt)) {
+            pthread_mutex_unlock(&park_lock);
+            return 0;
+        }
+        unpark_locked();
+        if (realtime_ms() + PAUSE_GAP_MS >= until)
+            break;
+        struct timespec gap = realtime_at(realtime_ms() + PAUSE_GAP_MS);
+        pthread_cond_timedwait(&park_cond, &park_lock, &gap); /* serve for a moment */
+    }
+    pthread_mutex_unlock(&park_lock);
+    return -ETIMEDOUT;
+}
+
+void kvfs_chan_resume(void) {
+    pthread_mutex_lock(&park_lock);
+    unpark_locked();
     pthread_mutex_unlock(&park_lock);
 }
 
