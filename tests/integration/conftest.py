@@ -83,7 +83,7 @@ class Mount:
         self.kvfs_bin = kvfs_bin
         self.backing = Path(backing)
         self.mnt = Path(mnt)
-        self.options = list(options)
+        self.options = list(options) + ["spin_us=50", "spin_write_us=5000"]
         if not any(o.startswith("passthrough=") for o in self.options):
             self.options.append(f"passthrough={Mount.default_passthrough}")
         self.log_path = Path(log) if log else self.mnt.parent / (self.mnt.name + ".log")
