@@ -24,6 +24,7 @@
 #include <fuse_lowlevel.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -384,8 +385,12 @@ int main(int argc, char **argv) {
         goto out_signals;
     }
     mounted = true;
-    /* A spinning reader takes a CPU from the clients on small machines. */
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    /* A spinning reader takes a CPU from the clients on small machines (the
+     * CPUs this process may run on: a container's cpuset counts). */
+    cpu_set_t cpuset;
+    int cpus = sched_getaffinity(0, sizeof(cpuset), &cpuset) == 0
+                   ? CPU_COUNT(&cpuset)
+                   : (int)sysconf(_SC_NPROCESSORS_ONLN);
     bool spin = cpus >= 4;
     kvfs_chan_set_spin(cfg->spin_us >= 0 ? (unsigned)cfg->spin_us
                        : spin            ? 50u
