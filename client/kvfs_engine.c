@@ -22,6 +22,7 @@
  * file I/O of the next one. */
 #define _GNU_SOURCE
 #include "kvfs_client_int.h"
+#include "../core/kvfs_clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -94,12 +95,6 @@ struct kvfs_engine {
     struct kvfs_engine_stats stats; /* under lock */
     struct kvfs_job *jobs;          /* not yet freed, under lock */
 };
-
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ---- host-memory copier: the default ---- */
 
@@ -250,7 +245,7 @@ static void complete(kvfs_engine *e, struct task *t, int result) {
 
 /* Fails what has passed its deadline; under e->lock. */
 static void sweep_locked(kvfs_engine *e) {
-    uint64_t now = now_ns();
+    uint64_t now = kvfs_clock_mono_ns();
     int stuck = 0;
     for (int i = 0; i < e->nthreads; i++) {
         bool late = false;
@@ -290,7 +285,7 @@ static struct task *take_locked(kvfs_engine *e, struct worker *w, int slot) {
         return NULL;
     q_remove(q, t);
     atomic_store(&t->state, T_RUNNING);
-    t->deadline = now_ns() + (uint64_t)e->o.timeout_ms * 1000000ull;
+    t->deadline = kvfs_clock_mono_ns() + (uint64_t)e->o.timeout_ms * 1000000ull;
     w->cur[slot] = t;
     t->job->held++;
     return t;
@@ -612,24 +607,21 @@ int kvfs_job_wait(kvfs_job *j, int timeout_ms) {
     kvfs_engine *e = j->e;
     if (!e)
         return 0; /* its engine finished every task before it went away */
-    uint64_t limit = timeout_ms < 0 ? UINT64_MAX : now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    uint64_t limit =
+        timeout_ms < 0 ? UINT64_MAX : kvfs_clock_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
     pthread_mutex_lock(&e->lock);
     for (;;) {
         sweep_locked(e);
         if (atomic_load(&j->remaining) == 0)
             break;
-        uint64_t now = now_ns();
+        uint64_t now = kvfs_clock_mono_ns();
         if (now >= limit) {
             pthread_mutex_unlock(&e->lock);
             return -ETIMEDOUT;
         }
         /* Wake at least every 100 ms to enforce deadlines. */
         uint64_t until = now + 100000000ull < limit ? now + 100000000ull : limit;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t abs = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + (until - now);
-        ts.tv_sec = (time_t)(abs / 1000000000ull);
-        ts.tv_nsec = (long)(abs % 1000000000ull);
+        struct timespec ts = kvfs_clock_after_ns(until - now);
         pthread_cond_timedwait(&e->done, &e->lock, &ts);
     }
     pthread_mutex_unlock(&e->lock);

@@ -12,6 +12,7 @@
 #include "kvfs_deadline.h"
 #include "kvfs_daemon.h"
 
+#include "../core/kvfs_clock.h"
 #include "../core/kvfs_log.h"
 
 #include <errno.h>
@@ -55,12 +56,6 @@ enum {
     OP_BATCH_FORGET = 42
 };
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void slot_release(void *p) {
     struct slot *s = p;
     atomic_store(&s->unique, 0);
@@ -103,7 +98,7 @@ void kvfs_deadline_begin(int fd, uint64_t unique, uint32_t opcode) {
         return; /* out of memory: this request simply has no deadline */
     atomic_store(&s->fd, fd);
     atomic_store(&s->opcode, opcode);
-    atomic_store(&s->since, now_ns());
+    atomic_store(&s->since, kvfs_clock_mono_ns());
     atomic_store(&s->unique, unique); /* last: the watchdog reads it first */
 }
 
@@ -131,7 +126,6 @@ static void answer(int fd, uint64_t unique, uint32_t opcode, uint64_t waited_ns)
 
 static void *watchdog(void *arg) {
     (void)arg;
-    struct timespec period = {.tv_sec = 0, .tv_nsec = 0};
     uint64_t step = dl.timeout_ns / 4 < 1000000000u ? dl.timeout_ns / 4 : 1000000000u;
     pthread_mutex_lock(&dl.lock);
     while (!dl.stopping) {
@@ -141,7 +135,7 @@ static void *watchdog(void *arg) {
             /* Read the clock after the slot: a request that began after an
              * earlier reading would look 2^64 ns old (the soak caught that
              * answering fresh reads with EIO). */
-            uint64_t now = now_ns();
+            uint64_t now = kvfs_clock_mono_ns();
             if (!u || since > now || now - since < dl.timeout_ns)
                 continue;
             int fd = atomic_load(&s->fd);
@@ -149,10 +143,7 @@ static void *watchdog(void *arg) {
             if (atomic_compare_exchange_strong(&s->unique, &u, 0))
                 answer(fd, u, op, now - since);
         }
-        clock_gettime(CLOCK_REALTIME, &period);
-        uint64_t t = (uint64_t)period.tv_nsec + step;
-        period.tv_sec += (time_t)(t / 1000000000u);
-        period.tv_nsec = (long)(t % 1000000000u);
+        struct timespec period = kvfs_clock_after_ns(step);
         pthread_cond_timedwait(&dl.wake, &dl.lock, &period);
     }
     pthread_mutex_unlock(&dl.lock);

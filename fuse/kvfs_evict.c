@@ -22,6 +22,7 @@
 #include "kvfs_evict.h"
 #include "kvfs_daemon.h"
 
+#include "../core/kvfs_clock.h"
 #include "../core/kvfs_index.h"
 #include "../core/kvfs_lease.h"
 #include "../core/kvfs_log.h"
@@ -205,9 +206,8 @@ static void *scan_main(void *arg) {
         if (rc && rc != -ECANCELED)
             kvfs_warn("scanning the backing store failed: %s", strerror(-rc));
         pthread_mutex_lock(&lock);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += kvfs_d.cfg.rescan_interval;
+        struct timespec until =
+            kvfs_clock_after_ns((uint64_t)kvfs_d.cfg.rescan_interval * 1000000000u);
         while (!stopping && pthread_cond_timedwait(&wake, &lock, &until) != ETIMEDOUT)
             ;
     }
@@ -316,9 +316,7 @@ static void *evict_main(void *arg) {
     (void)arg;
     pthread_mutex_lock(&lock);
     while (!stopping) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += 1;
+        struct timespec until = kvfs_clock_after_ns(1000000000u);
         pthread_cond_timedwait(&wake, &lock, &until);
         if (stopping || !scanned)
             continue;

@@ -13,6 +13,7 @@
 #include "kvfs_inode.h"
 #include "kvfs_passthrough.h"
 
+#include "../core/kvfs_clock.h"
 #include "../core/kvfs_config.h"
 #include "../core/kvfs_fault.h"
 #include "../core/kvfs_log.h"
@@ -51,9 +52,7 @@ static void *gc_thread(void *arg) {
         if (rc)
             kvfs_warn("staging collection incomplete: %s", strerror(-rc));
         pthread_mutex_lock(&gc_lock);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += period;
+        struct timespec until = kvfs_clock_after_ns((uint64_t)period * 1000000000u);
         while (!gc_stop && pthread_cond_timedwait(&gc_cond, &gc_lock, &until) != ETIMEDOUT)
             ;
     }

@@ -17,6 +17,7 @@
 #include "kvfs_inode.h"
 #include "kvfs_passthrough.h"
 
+#include "../core/kvfs_clock.h"
 #include "../core/kvfs_fault.h"
 #include "../core/kvfs_idmap.h"
 #include "../core/kvfs_log.h"
@@ -199,12 +200,6 @@ static void handle_free(struct kvfs_handle *h) {
 #define MISS_SLOTS 65536
 static _Atomic uint64_t miss_ns[MISS_SLOTS];
 
-static uint64_t mono_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static size_t miss_slot(uint64_t parent, const char *name) {
     uint64_t h = parent * 0x9E3779B97F4A7C15ull;
     for (const unsigned char *p = (const unsigned char *)name; *p; p++)
@@ -213,7 +208,8 @@ static size_t miss_slot(uint64_t parent, const char *name) {
 }
 
 static void miss_record(uint64_t parent, const char *name) {
-    atomic_store_explicit(&miss_ns[miss_slot(parent, name)], mono_ns(), memory_order_relaxed);
+    atomic_store_explicit(&miss_ns[miss_slot(parent, name)], kvfs_clock_mono_ns(),
+                          memory_order_relaxed);
 }
 
 static bool miss_since(uint64_t parent, const char *name, uint64_t since) {
@@ -1057,7 +1053,7 @@ static int stage_handle(fuse_req_t req, struct kvfs_inode *ino, struct kvfs_inod
     snprintf(h->name, sizeof(h->name), "%s", name);
     h->exclusive = (flags & O_EXCL) != 0;
     h->opener = ctx->pid;
-    h->created = mono_ns();
+    h->created = kvfs_clock_mono_ns();
     h->pub.state = KVFS_PUB_STAGING;
     *out = h;
     return 0;

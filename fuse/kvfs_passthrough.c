@@ -37,15 +37,17 @@
  * would need no signal, but the kernel wakes every poller of /dev/fuse for
  * each request: with eight workers that cost more than the request itself.)
  * Should the descriptor be non-blocking (it is shared with a predecessor or
- * successor), readers wait in poll() beside an eventfd the pause writes. A successor never
- * sees the kernel's INIT, which came once per connection: it replays the one
- * its predecessor received, so that libfuse negotiates the same session, and
- * keeps the reply to itself. */
+ * successor), readers wait in poll() beside an eventfd the pause writes.
+ *
+ * A successor never sees the kernel's INIT, which came once per connection:
+ * it replays the one its predecessor received, so that libfuse negotiates
+ * the same session, and keeps the reply to itself. */
 #define _GNU_SOURCE
 #include "kvfs_passthrough.h"
 #include "kvfs_deadline.h"
 #include "kvfs_daemon.h"
 
+#include "../core/kvfs_clock.h"
 #include "../core/kvfs_log.h"
 
 #include <errno.h>
@@ -372,21 +374,15 @@ static void kicked(int sig) {
     (void)sig; /* only to make read() or poll() return EINTR */
 }
 
-static uint64_t now_us(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
-}
-
 /* Spins (see spin_us) until a request is queued, the time is up or a pause
  * begins. Returns false if a pause began. */
 static bool spin_for_request(int fd) {
     unsigned us = atomic_load(&writing) > 0 && spin_write_us > spin_us ? spin_write_us : spin_us;
     if (!us || atomic_exchange(&spinning, true))
         return !parking;
-    uint64_t until = now_us() + us;
+    uint64_t until = kvfs_clock_mono_ns() + (uint64_t)us * 1000u;
     struct pollfd pf = {.fd = fd, .events = POLLIN};
-    while (!parking && poll(&pf, 1, 0) == 0 && now_us() < until)
+    while (!parking && poll(&pf, 1, 0) == 0 && kvfs_clock_mono_ns() < until)
         ;
     atomic_store(&spinning, false);
     return !parking;
@@ -484,35 +480,26 @@ static ssize_t read_request(int fd, void *buf, size_t len) {
     }
 }
 
-static uint64_t realtime_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
-}
+#define MS 1000000ull /* nanoseconds */
 
-static struct timespec realtime_at(uint64_t ms) {
-    return (struct timespec){.tv_sec = (time_t)(ms / 1000u),
-                             .tv_nsec = (long)(ms % 1000u) * 1000000L};
-}
-
-/* One attempt: parks the readers and waits until UNTIL_MS for the requests
- * in flight to finish. Called with the park lock held; returns with it held
- * and the readers parked if it succeeded. */
-static bool park_until(uint64_t until_ms) {
+/* One attempt: parks the readers and waits until UNTIL (monotonic ns) for
+ * the requests in flight to finish. Called with the park lock held; returns
+ * with it held and the readers parked if it succeeded. */
+static bool park_until(uint64_t until) {
     parking = true;
     eventfd_write(wake_fd, 1); /* stays readable until resumed */
     for (;;) {
         if (!busy && !polling)
             return true;
-        uint64_t now = realtime_ms();
-        if (now >= until_ms)
+        uint64_t now = kvfs_clock_mono_ns();
+        if (now >= until)
             return false;
         /* A reader may have been just about to block when kicked: kick again
          * each millisecond until none is left reading. */
         for (struct reader *r = readers; r; r = r->next)
             pthread_kill(r->thread, kick_signal);
         kick_rounds++;
-        struct timespec tick = realtime_at(now + 1 < until_ms ? now + 1 : until_ms);
+        struct timespec tick = kvfs_clock_after_ns(until - now < MS ? until - now : MS);
         pthread_cond_timedwait(&park_cond, &park_lock, &tick);
     }
 }
@@ -529,23 +516,22 @@ static void unpark_locked(void) {
  * the directory's lock, which a LOOKUP waiting in the queue holds. Parked
  * readers would never serve that LOOKUP, so each attempt is short, and
  * between attempts the readers serve for a moment. */
-#define PAUSE_ATTEMPT_MS 100
-#define PAUSE_GAP_MS 5
+#define PAUSE_ATTEMPT (100 * MS)
+#define PAUSE_GAP (5 * MS)
 
 int kvfs_chan_pause(unsigned timeout_s) {
-    uint64_t until = realtime_ms() + (uint64_t)timeout_s * 1000u;
+    uint64_t until = kvfs_clock_mono_ns() + (uint64_t)timeout_s * 1000 * MS;
     pthread_mutex_lock(&park_lock);
     for (;;) {
-        uint64_t now = realtime_ms();
-        uint64_t attempt = now + PAUSE_ATTEMPT_MS < until ? now + PAUSE_ATTEMPT_MS : until;
-        if (park_until(attempt)) {
+        uint64_t now = kvfs_clock_mono_ns();
+        if (park_until(now + PAUSE_ATTEMPT < until ? now + PAUSE_ATTEMPT : until)) {
             pthread_mutex_unlock(&park_lock);
             return 0;
         }
         unpark_locked();
-        if (realtime_ms() + PAUSE_GAP_MS >= until)
+        if (kvfs_clock_mono_ns() + PAUSE_GAP >= until)
             break;
-        struct timespec gap = realtime_at(realtime_ms() + PAUSE_GAP_MS);
+        struct timespec gap = kvfs_clock_after_ns(PAUSE_GAP);
         pthread_cond_timedwait(&park_cond, &park_lock, &gap); /* serve for a moment */
     }
     pthread_mutex_unlock(&park_lock);
