@@ -16,7 +16,7 @@ mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$BIN${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 BACKING=${KVFS_BACKING:-/dev/shm/kvfs-compare}
 MNT=/mnt/kvfs-compare
-: > "$OUT/compare.txt"
+for spec in "${SPECS[@]}"; do : > "$OUT/${spec%%=*}.txt"; done
 for round in 1 2; do
   for spec in "${SPECS[@]}"; do
     tag=${spec%%=*}
@@ -29,25 +29,25 @@ for round in 1 2; do
     "$daemon" -o "$opts" "$BACKING" "$MNT"
     for cfg in "1 2M 256" "4 2M 512" "16 2M 512" "4 16M 64"; do
       set -- $cfg
-      echo "== $tag threads=$1 size=$2" >> "$OUT/compare.txt"
       "$BIN/kvfs-bench" --backing "$BACKING" --mount "$MNT" -n "$3" -s "$2" -t "$1" \
-        --rounds 3 --meta-ops 1000 >> "$OUT/compare.txt"
+        --rounds 3 --meta-ops 1000 >> "$OUT/$tag.txt"
     done
     umount "$MNT"
   done
 done
 rm -rf "$BACKING"
-python3 - "$OUT/compare.txt" "${SPECS[@]}" <<'PY'
-import collections, re, sys
-cells, cur = collections.defaultdict(list), None
-for line in open(sys.argv[1]):
-    if line.startswith("== "):
-        cur = line[3:].split(" ", 1)
-        continue
-    m = re.match(r"(\S.*?)\s{2,}[\d.]+ \S+\s+[\d.]+ \S+\s+([\d.]+)x", line)
-    if m and cur:
-        cells[(cur[1].strip(), m[1], cur[0])].append(m[2])
-tags = [s.split("=", 1)[0] for s in sys.argv[2:]]
+# The ratios of both rounds side by side, parsed as tests/bench/table.py does.
+python3 - "$(dirname "$0")" "$OUT" "${SPECS[@]}" <<'PY'
+import collections, sys
+sys.path.insert(0, sys.argv[1])
+from table import parse
+tags = [s.split("=", 1)[0] for s in sys.argv[3:]]
+cells = collections.defaultdict(list)
+for t in tags:
+    for run in parse(f"{sys.argv[2]}/{t}.txt"):
+        cfg = f"threads={run['threads']} size={run['size'] >> 20}M"
+        for work, (_, _, ratio) in run["rows"].items():
+            cells[(cfg, work, t)].append(f"{ratio:.2f}")
 print("| run | workload | " + " | ".join(tags) + " |")
 print("|---" * (len(tags) + 2) + "|")
 for (cfg, work) in dict.fromkeys((c, w) for c, w, _ in cells):
