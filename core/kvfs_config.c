@@ -195,7 +195,7 @@ int kvfs_config_apply_option(struct kvfs_config *cfg, const char *opt, char *err
         unsigned us;
         if (parse_uint(name, val, 0, 100000, &us, err, errlen) != 0)
             return -1;
-        *(name[5] == 'w' ? &cfg->spin_write_us : &cfg->spin_us) = (int)us;
+        *(strcmp(name, "spin_us") == 0 ? &cfg->spin_us : &cfg->spin_write_us) = (int)us;
         return 0;
     }
     struct {
