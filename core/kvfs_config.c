@@ -286,6 +286,14 @@ int kvfs_config_apply_option(struct kvfs_config *cfg, const char *opt, char *err
         return fail(err, errlen, "option 'passthrough': '%s' is not one of auto, reads, off",
                     val ? val : "");
     }
+    if (strcmp(name, "unseen_writers") == 0) {
+        if (val && (strcmp(val, "refuse") == 0 || strcmp(val, "trust") == 0)) {
+            cfg->trust_unseen = val[0] == 't';
+            return 0;
+        }
+        return fail(err, errlen, "option 'unseen_writers': '%s' is not one of refuse, trust",
+                    val ? val : "");
+    }
     if (strcmp(name, "durable") == 0 || strcmp(name, "clone_fd") == 0) {
         if (val)
             return fail(err, errlen, "option '%s' takes no value", name);
@@ -429,9 +437,10 @@ void kvfs_config_usage(const char *prog, void *stream) {
             "  spin_write_us=USEC     the same while files are being written, whose close\n"
             "                         is coming (5000 with 4 or more CPUs, else 0)\n"
             "  log_level=LEVEL        error, warn, info or debug (info)\n"
-            "  passthrough=MODE       auto: kernel passthrough for reads and writes when the\n"
-            "                         kernel and privileges allow; reads: passthrough for\n"
-            "                         reads only; off: all data through the daemon (auto)\n"
+            "  passthrough=MODE       auto: kernel passthrough for reads when the kernel and\n"
+            "                         privileges allow (writes always go through the\n"
+            "                         daemon); reads: the same; off: all data through the\n"
+            "                         daemon (auto)\n"
             "  capacity=SIZE|PCT%%     keep the blocks under SIZE (K/M/G/T) or PCT%% of the\n"
             "                         backing filesystem, evicting the least recently used\n"
             "                         (none by default: nothing is ever evicted)\n"
@@ -444,6 +453,10 @@ void kvfs_config_usage(const char *prog, void *stream) {
             "                         127.0.0.1)\n"
             "  durable                fdatasync each file before publishing it (needed on\n"
             "                         NFS for other nodes to see data with the name)\n"
+            "  unseen_writers=MODE    refuse (default): a writer in a pid namespace this\n"
+            "                         daemon cannot see gets EPERM, since kvfs could not\n"
+            "                         tell its close() from its death; trust: accept it and\n"
+            "                         publish at its close() even if it was killed\n"
             "  staging_grace=SEC      age after which an unpublished staging file left by a\n"
             "                         crash is removed (3600)\n"
             "  request_timeout=SEC    answer a request still unfinished after SEC with EIO,\n"

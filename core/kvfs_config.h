@@ -15,8 +15,8 @@
 
 /* How file data moves (see fuse/kvfs_passthrough.c). */
 enum kvfs_pt_policy {
-    KVFS_PT_AUTO,  /* kernel passthrough for reads and writes when available */
-    KVFS_PT_READS, /* passthrough for reads; writes through the daemon */
+    KVFS_PT_AUTO,  /* kernel passthrough for reads when available */
+    KVFS_PT_READS, /* the same (the name of an older mode, still accepted) */
     KVFS_PT_OFF,   /* everything through the daemon (FOPEN_DIRECT_IO) */
 };
 
@@ -39,6 +39,7 @@ struct kvfs_config {
     bool clone_fd;            /* one /dev/fuse descriptor per worker */
     int log_level;            /* enum kvfs_log_level */
     bool durable;             /* fdatasync a file before publishing it */
+    bool trust_unseen;        /* unseen_writers=trust: see kvfs_config.c's help */
     unsigned staging_grace;   /* s: age after which a staging file is debris */
     unsigned request_timeout; /* s: a request still unanswered is failed with EIO (0: never) */
     /* Capacity and eviction (0 capacity: nothing is ever evicted). */

@@ -55,20 +55,21 @@ void kvfs_stage_abandon(struct kvfs_store *st, struct kvfs_stage *sg) {
 }
 
 int kvfs_stage_publish(struct kvfs_store *st, struct kvfs_stage *sg, int dfd, const char *name,
-                       bool exclusive, bool durable) {
+                       bool exclusive, bool replace, bool durable) {
     bool block = kvfs_name_is_block(name, NULL);
     int rc = kvfs_fault(KVFS_FAULT_PUBLISH, name);
     if (!rc && durable && fdatasync(sg->fd) != 0)
         rc = -errno;
-    /* A block must not shadow, or be shadowed by, a directory of its name. */
+    /* A block must not shadow, or be shadowed by, a directory or symbolic
+     * link of its name. */
     struct stat sb;
-    if (!rc && fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode))
-        rc = -EISDIR;
+    if (!rc && fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(sb.st_mode))
+        rc = S_ISDIR(sb.st_mode) ? -EISDIR : -EEXIST;
     int pfd = rc ? rc : kvfs_entry_parent(dfd, name, true);
     if (!rc && pfd < 0)
         rc = pfd;
     if (!rc) {
-        if (block || exclusive) {
+        if (!replace && (block || exclusive)) {
             if (linkat(st->staging_fd, sg->sname, pfd, name, 0) == 0)
                 rc = KVFS_PUBLISHED;
             else if (errno == EEXIST && block)
@@ -136,12 +137,17 @@ enum kvfs_pub_action kvfs_pub_decide(const struct kvfs_pub *p, enum kvfs_pub_eve
             return KVFS_ACT_PUBLISH;
         case KVFS_EV_FLUSH_OTHER:
             return KVFS_ACT_NOTHING;
+        case KVFS_EV_ABORT:
+            return KVFS_ACT_ABORT;
         }
         break;
     case KVFS_PUB_PUBLISHED:
         return (ev == KVFS_EV_WRITE || ev == KVFS_EV_TRUNCATE) ? KVFS_ACT_REFUSE : KVFS_ACT_NOTHING;
     case KVFS_PUB_FAILED:
-        return ev == KVFS_EV_RELEASE ? KVFS_ACT_NOTHING : KVFS_ACT_FAILED;
+        return (ev == KVFS_EV_RELEASE || ev == KVFS_EV_ABORT) ? KVFS_ACT_NOTHING : KVFS_ACT_FAILED;
+    case KVFS_PUB_ABORTED:
+        return (ev == KVFS_EV_WRITE || ev == KVFS_EV_TRUNCATE) ? KVFS_ACT_PROCEED
+                                                               : KVFS_ACT_NOTHING;
     }
     return KVFS_ACT_FAILED;
 }
@@ -155,6 +161,11 @@ void kvfs_pub_fail(struct kvfs_pub *p, int error) {
         p->state = KVFS_PUB_FAILED;
         p->error = error;
     }
+}
+
+void kvfs_pub_abort(struct kvfs_pub *p) {
+    if (p->state == KVFS_PUB_STAGING)
+        p->state = KVFS_PUB_ABORTED;
 }
 
 void kvfs_pub_published(struct kvfs_pub *p, int result) {

@@ -10,7 +10,16 @@
  *    renameat2(RENAME_NOREPLACE) because NFS refuses rename flags, and it
  *    never replaces a file another node may be reading;
  *  - any other file is renamed into place: the last writer wins, atomically;
- *    with O_EXCL it is linked instead and loses with EEXIST.
+ *    with O_EXCL it is linked instead and loses with EEXIST;
+ *  - a file (block or not) that its writer opened with O_TRUNC while it was
+ *    published is a replacement: it is renamed over the published one, so
+ *    later readers get the new content and readers holding the old one keep
+ *    their bytes.
+ *
+ * A file is published only when its writer completed it: its close(), after
+ * writes that all succeeded. A writer that is killed, that leaves without
+ * closing a block, or that unlinks its own unpublished file aborts it: the
+ * staging file is dropped and its space freed at once.
  *
  * The per-handle state machine (kvfs_pub_*) decides what each event on an
  * open staged file does; it is pure so the unit tests can walk every edge. */
@@ -44,11 +53,11 @@ enum kvfs_publish_result {
 };
 
 /* Publishes the staged file as NAME in the backing directory DFD (see the
- * rules above); DURABLE fdatasyncs it first. The staging name is gone
- * afterwards whatever the outcome; the descriptor stays open. Returns a
- * kvfs_publish_result or a negative errno (nothing was published). */
+ * rules above; REPLACE: a replacement by O_TRUNC); DURABLE fdatasyncs it first. The staging name is
+ * gone afterwards whatever the outcome; the descriptor stays open. Returns a kvfs_publish_result or
+ * a negative errno (nothing was published). */
 int kvfs_stage_publish(struct kvfs_store *st, struct kvfs_stage *sg, int dfd, const char *name,
-                       bool exclusive, bool durable);
+                       bool exclusive, bool replace, bool durable);
 
 /* Removes the staging file (the descriptor stays open). */
 void kvfs_stage_discard(struct kvfs_store *st, struct kvfs_stage *sg);
@@ -67,6 +76,7 @@ enum kvfs_pub_state {
     KVFS_PUB_STAGING,   /* being written */
     KVFS_PUB_PUBLISHED, /* published (or discarded as a duplicate block): immutable */
     KVFS_PUB_FAILED,    /* a write or the publication failed: never published */
+    KVFS_PUB_ABORTED,   /* its writer died or unlinked it: never published */
 };
 enum kvfs_pub_event {
     KVFS_EV_WRITE,
@@ -74,6 +84,7 @@ enum kvfs_pub_event {
     KVFS_EV_FLUSH_OPENER, /* close() by the process that created it */
     KVFS_EV_FLUSH_OTHER,  /* close() by another process (a fork, a dup passed on) */
     KVFS_EV_RELEASE,      /* last reference gone */
+    KVFS_EV_ABORT,        /* its writer was killed, left without closing it or unlinked it */
 };
 enum kvfs_pub_action {
     KVFS_ACT_PROCEED, /* do the write/truncate */
@@ -81,6 +92,7 @@ enum kvfs_pub_action {
     KVFS_ACT_NOTHING, /* succeed without doing anything */
     KVFS_ACT_REFUSE,  /* fail with EPERM: the file is published and immutable */
     KVFS_ACT_FAILED,  /* fail with the error that failed the file */
+    KVFS_ACT_ABORT,   /* drop the staging file now: it will never be published */
 };
 struct kvfs_pub {
     enum kvfs_pub_state state;
@@ -96,6 +108,9 @@ enum kvfs_pub_action kvfs_pub_decide(const struct kvfs_pub *p, enum kvfs_pub_eve
 void kvfs_pub_wrote(struct kvfs_pub *p);
 /* Records an I/O error on the staged file: it will never be published. */
 void kvfs_pub_fail(struct kvfs_pub *p, int error);
+/* Records an abort (after KVFS_ACT_ABORT): like an unlinked file on a local
+ * filesystem, further writes succeed and go nowhere; nothing is published. */
+void kvfs_pub_abort(struct kvfs_pub *p);
 /* Records the result of kvfs_stage_publish. */
 void kvfs_pub_published(struct kvfs_pub *p, int result);
 

@@ -15,11 +15,10 @@
     X(files_published, "Non-block files published")                                                \
     X(publish_conflicts, "Publications discarded because the block already existed")               \
     X(publish_errors, "Publications that failed (the error went to close() or the log)")           \
-    X(bytes_written,                                                                               \
-      "Bytes of files written through the mount (passthrough: size at publication)")               \
+    X(bytes_written, "Bytes written through the mount")                                            \
     X(bytes_read, "Bytes read through the daemon (passthrough reads bypass it)")                   \
     X(read_requests, "READ requests served by the daemon (none for passthrough opens)")            \
-    X(write_requests, "WRITE requests served by the daemon (none for passthrough opens)")          \
+    X(write_requests, "WRITE requests served by the daemon")                                       \
     X(passthrough_opens, "Opens whose data goes straight to the backing file")                     \
     X(getxattr_requests, "GETXATTR requests (the kernel's security.capability checks included)")   \
     X(lookups, "Name lookups")                                                                     \
@@ -38,7 +37,8 @@
     X(eviction_runs, "Eviction passes")                                                            \
     X(eviction_ms, "Milliseconds spent in eviction passes")                                        \
     X(atime_recorded, "Block accesses recorded in the backing store")                              \
-    X(scans, "Scans of the backing store completed")
+    X(scans, "Scans of the backing store completed")                                               \
+    X(writes_aborted, "Files never published: their writer was killed, left or unlinked them")
 
 struct kvfs_stats {
 #define KVFS_STATS_FIELD(name, help) _Atomic uint64_t name;

@@ -250,8 +250,10 @@ int kvfs_dir_each(int dfd, const char *path, int (*fn)(void *ctx, int dir, const
 static int stat_plain(int dfd, const char *name, struct stat *st) {
     if (fstatat(dfd, name, st, AT_SYMLINK_NOFOLLOW) != 0)
         return -errno;
-    if (!S_ISREG(st->st_mode) && !S_ISDIR(st->st_mode)) {
-        kvfs_debug("refusing '%s': not a regular file or directory in the backing store", name);
+    if (!S_ISREG(st->st_mode) && !S_ISDIR(st->st_mode) && !S_ISLNK(st->st_mode)) {
+        kvfs_debug("refusing '%s': not a regular file, directory or symbolic link in the "
+                   "backing store",
+                   name);
         return -EPERM;
     }
     return 0;
@@ -269,10 +271,12 @@ int kvfs_entry_stat(int dfd, const char *name, struct stat *st, enum kvfs_where 
             close(fd);
             if (rc)
                 return rc;
-            if (S_ISREG(st->st_mode)) {
-                *where = KVFS_IN_BUCKET;
-                return 0;
+            if (!S_ISREG(st->st_mode)) {
+                kvfs_debug("refusing block '%s': not a regular file in the backing store", name);
+                return -EPERM;
             }
+            *where = KVFS_IN_BUCKET;
+            return 0;
         } else if (fd != -ENOENT && fd != -ENOTDIR) {
             return fd;
         }
@@ -411,7 +415,10 @@ static unsigned char entry_type(int dfd, const struct dirent *de) {
     struct stat st;
     if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
         return DT_UNKNOWN;
-    return S_ISREG(st.st_mode) ? DT_REG : S_ISDIR(st.st_mode) ? DT_DIR : DT_UNKNOWN;
+    return S_ISREG(st.st_mode)   ? DT_REG
+           : S_ISDIR(st.st_mode) ? DT_DIR
+           : S_ISLNK(st.st_mode) ? DT_LNK
+                                 : DT_UNKNOWN;
 }
 
 struct bucket_ctx {
@@ -446,7 +453,8 @@ static int add_plain(void *ctx, int dir, const struct dirent *de) {
     if (kvfs_name_is_reserved(de->d_name))
         return 0;
     unsigned char type = entry_type(dir, de);
-    return type == DT_REG || type == DT_DIR ? listing_add(ctx, de->d_name, type) : 0;
+    return type == DT_REG || type == DT_DIR || type == DT_LNK ? listing_add(ctx, de->d_name, type)
+                                                              : 0;
 }
 
 int kvfs_dir_list(int dfd, struct kvfs_listing *out) {

@@ -51,8 +51,9 @@ void kvfs_store_close(struct kvfs_store *st);
 int kvfs_open_beneath(int dfd, const char *path, int flags, mode_t mode);
 
 /* Finds NAME below the backing directory DFD: a block in its bucket first,
- * then a plain entry. Only regular files and directories are reported;
- * anything else (a planted symlink, a device) gives -EPERM. */
+ * then a plain entry. Regular files, directories and (plain entries only)
+ * symbolic links are reported, links never followed; anything else (a
+ * device, a FIFO, a link planted in a bucket) gives -EPERM. */
 int kvfs_entry_stat(int dfd, const char *name, struct stat *st, enum kvfs_where *where);
 
 /* Opens NAME found at WHERE with FLAGS (O_PATH allowed); O_NOFOLLOW implied. */

@@ -52,7 +52,7 @@
 #include <unistd.h>
 
 #define MAGIC 0x4b56465348414e44ull /* "KVFSHAND" */
-#define VERSION 3
+#define VERSION 4
 #define STATE_END 0x454e44535441ull
 #define FDS_PER_MSG 200
 /* How long the old daemon waits for the successor's READY. */

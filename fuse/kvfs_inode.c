@@ -201,6 +201,27 @@ static void insert_locked(struct kvfs_inode *p) {
     count++;
 }
 
+/* Moves P to the orphans: no lookup finds it again. */
+static void detach_locked(struct kvfs_inode *p) {
+    if (p->dev == (dev_t)-1)
+        return;
+    struct kvfs_inode **pp = &buckets[slot(p->dev, p->ino, nbuckets)];
+    while (*pp && *pp != p)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = p->hnext;
+    p->hnext = orphans;
+    orphans = p;
+    p->dev = (dev_t)-1;
+}
+
+void kvfs_inode_detach(struct kvfs_inode *ino) {
+    pthread_mutex_lock(&lock);
+    if (ino->kind == KVFS_INODE_FILE)
+        detach_locked(ino);
+    pthread_mutex_unlock(&lock);
+}
+
 struct kvfs_inode *kvfs_inode_lookup(dev_t dev, ino_t ino, const struct timespec *ctime,
                                      enum kvfs_inode_kind kind, int fd, struct kvfs_inode *parent,
                                      const char *name, const char *stage_name) {
@@ -222,13 +243,7 @@ struct kvfs_inode *kvfs_inode_lookup(dev_t dev, ino_t ino, const struct timespec
     if (stale) {
         /* Detach the old entry so that the kernel's stale node id keeps its
          * own (and its checks against the backing file fail). */
-        struct kvfs_inode **pp = &buckets[slot(dev, ino, nbuckets)];
-        while (*pp != p)
-            pp = &(*pp)->hnext;
-        *pp = p->hnext;
-        p->hnext = orphans;
-        orphans = p;
-        p->dev = (dev_t)-1;
+        detach_locked(p);
         p = NULL;
     }
     if (!p) {

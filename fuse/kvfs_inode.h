@@ -92,6 +92,12 @@ void kvfs_inode_move(struct kvfs_inode *ino, struct kvfs_inode *parent, const ch
 /* Records that an unpublished file will be published at PARENT/NAME (it stays
  * a staging file). */
 void kvfs_inode_retarget(struct kvfs_inode *ino, struct kvfs_inode *parent, const char *name);
+/* Detaches file inode INO from its backing file: the next lookup of the file
+ * gets a new node id, while the kernel's INO keeps what it cached. A writer's
+ * inode is detached when its file is published, so that no reader shares the
+ * writer's page cache, which a shared mapping the writer keeps can still
+ * change (writes back from it are refused after publication). */
+void kvfs_inode_detach(struct kvfs_inode *ino);
 /* kvfs_inode_move for whichever inode (if any) holds the backing file (DEV, INO). */
 void kvfs_inode_move_key(dev_t dev, ino_t ino, struct kvfs_inode *parent, const char *name);
 

@@ -33,6 +33,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static pthread_mutex_t gc_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -293,6 +294,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "kvfs: %s\n", err);
         return 1;
     }
+    /* Files and directories get the modes clients ask for, which the kernel
+     * has already masked with the client's umask; the daemon's own umask must
+     * not mask them again. What the daemon creates for itself names its
+     * modes explicitly. */
+    umask(0);
     raise_fd_limit();
     clock_gettime(CLOCK_MONOTONIC, &kvfs_d.started);
     kvfs_d.data_mode = "negotiating";

@@ -22,6 +22,7 @@
 #include "../core/kvfs_idmap.h"
 #include "../core/kvfs_log.h"
 #include "../core/kvfs_name.h"
+#include "../core/kvfs_proc.h"
 #include "../core/kvfs_publish.h"
 #include "../core/kvfs_wire.h"
 
@@ -59,13 +60,12 @@ struct kvfs_handle {
     struct kvfs_stage stage;
     struct kvfs_inode *parent; /* referenced: where it will be published */
     char name[KVFS_NAME_MAX + 1];
-    bool exclusive;        /* O_EXCL: a non-block file must not replace another */
-    bool own_inode;        /* ino is the staging file's own inode (CREATE) */
-    bool backing;          /* holds a passthrough backing id of ino */
-    struct stat published; /* the file as published (passthrough writers) */
-    bool watch_after;      /* published by a passthrough writer: check at release */
-    uint64_t created;      /* when staging began (monotonic ns) */
-    pid_t opener;          /* thread that created it, 0 if unknown */
+    bool exclusive;   /* O_EXCL: a non-block file must not replace another */
+    bool replace;     /* O_TRUNC of a published file: replaces it when published */
+    bool own_inode;   /* ino is the staging file's own inode (CREATE) */
+    bool backing;     /* holds a passthrough backing id of ino */
+    uint64_t created; /* when staging began (monotonic ns) */
+    pid_t opener;     /* thread that created it, 0 if unknown */
     /* The registry of files being written (see writer_find_pin). */
     struct kvfs_handle *wnext;
     uint64_t wparent; /* node id of parent when registered */
@@ -430,7 +430,8 @@ static int open_file_inode(struct kvfs_inode *ino, int flags, struct stat *st, b
     any_copy = any_copy && !stage[0] && kvfs_name_is_block(name, NULL);
     if (fd < 0)
         return fd == -ENOENT && !any_copy ? -ESTALE : fd;
-    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode) ||
+    if (fstat(fd, st) != 0 ||
+        !(S_ISREG(st->st_mode) || ((flags & O_PATH) && S_ISLNK(st->st_mode))) ||
         (!any_copy && (st->st_dev != ino->dev || st->st_ino != ino->ino))) {
         close(fd);
         return -ESTALE;
@@ -563,6 +564,25 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
     fuse_reply_none(req);
 }
 
+/* The attributes of INO through a descriptor one of its open handles holds:
+ * what fstat() on an open file gets once its name was unlinked, replaced or
+ * evicted, with nlink 0 as a local filesystem reports it (mmap loaders stat
+ * the descriptor they map). */
+static int stat_open_handle(struct kvfs_inode *ino, struct stat *st) {
+    int rc = -ESTALE;
+    pthread_mutex_lock(&all_handles.lock);
+    for (struct kvfs_handle *h = all_handles.head; h; h = h->all_next) {
+        if (h->ino == ino && h->fd >= 0 && (h->kind == H_READ || h->kind == H_STAGE)) {
+            rc = fstat(h->fd, st) == 0 ? 0 : -errno;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&all_handles.lock);
+    if (rc == 0)
+        st->st_nlink = 0;
+    return rc;
+}
+
 static void serve_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
     struct kvfs_inode *ino = kvfs_inode_get(nodeid);
     struct stat st;
@@ -581,52 +601,16 @@ static void serve_getattr(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_in
         return;
     }
     int fd = path_fd(ino, &st);
+    if (fd == -ESTALE && ino->kind == KVFS_INODE_FILE && stat_open_handle(ino, &st) == 0) {
+        fuse_reply_attr(req, &st, 0);
+        return;
+    }
     if (fd < 0) {
         reply_err(req, fd);
         return;
     }
     put_path_fd(ino, fd);
     fuse_reply_attr(req, &st, attr_timeout_of(ino, st.st_mode));
-}
-
-/* The modification times SETATTR (utime through the mount) last gave
- * backing files, by file, so that the check for writes after publication,
- * at the asynchronous RELEASE, does not take a utime() made after close()
- * for one (as cp -p and touch do). Keyed by the backing file, not the inode:
- * publication changes the file's ctime, so the name gets a new inode. A slot
- * taken by another file only brings back the old, stricter check. */
-#define SET_MTIME_SLOTS 1024
-static struct set_mtime {
-    dev_t dev;
-    ino_t ino;
-    struct timespec mtime;
-} set_mtimes[SET_MTIME_SLOTS];
-static pthread_mutex_t set_mtime_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static struct set_mtime *set_mtime_slot(dev_t dev, ino_t ino) {
-    return &set_mtimes[((uint64_t)ino * 0x9E3779B97F4A7C15ull ^ (uint64_t)dev) % SET_MTIME_SLOTS];
-}
-
-static bool same_time(const struct timespec *a, const struct timespec *b) {
-    return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
-}
-
-/* The file ST describes now has the modification time a SETATTR gave it. */
-static void note_set_mtime(const struct stat *st) {
-    pthread_mutex_lock(&set_mtime_lock);
-    *set_mtime_slot(st->st_dev, st->st_ino) =
-        (struct set_mtime){.dev = st->st_dev, .ino = st->st_ino, .mtime = st->st_mtim};
-    pthread_mutex_unlock(&set_mtime_lock);
-}
-
-/* True if the last SETATTR of the file ST describes gave it its current
- * modification time. */
-static bool mtime_was_set(const struct stat *st) {
-    pthread_mutex_lock(&set_mtime_lock);
-    const struct set_mtime *m = set_mtime_slot(st->st_dev, st->st_ino);
-    bool set = m->dev == st->st_dev && m->ino == st->st_ino && same_time(&m->mtime, &st->st_mtim);
-    pthread_mutex_unlock(&set_mtime_lock);
-    return set;
 }
 
 static void serve_setattr(fuse_req_t req, fuse_ino_t nodeid, struct stat *attr, int to_set,
@@ -693,8 +677,6 @@ static void serve_setattr(fuse_req_t req, fuse_ino_t nodeid, struct stat *attr, 
     }
     if (!rc && fstatat(fd, "", &st, AT_EMPTY_PATH) != 0)
         rc = -errno;
-    if (!rc && (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)))
-        note_set_mtime(&st);
     if (!(h && h->fd >= 0))
         put_path_fd(ino, fd);
     if (rc) {
@@ -752,9 +734,41 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
         kvfs_inode_forget(kvfs_inode_get(e.ino), 1);
 }
 
+static void abort_handle(struct kvfs_handle *h, const char *why);
+
+/* unlink() of its own unpublished file by the process writing it: succeeds
+ * and aborts the file, as removing a file being written does on a local
+ * filesystem. Returns 1 if W was published meanwhile (unlink it normally). */
+static int unlink_own(struct kvfs_handle *w) {
+    pthread_rwlock_wrlock(&w->rw);
+    pthread_mutex_lock(&w->lock);
+    enum kvfs_pub_action act = kvfs_pub_decide(&w->pub, KVFS_EV_ABORT);
+    bool unpublished = w->pub.state != KVFS_PUB_PUBLISHED;
+    if (act == KVFS_ACT_ABORT)
+        kvfs_pub_abort(&w->pub);
+    pthread_mutex_unlock(&w->lock);
+    if (act == KVFS_ACT_ABORT)
+        abort_handle(w, "removed it");
+    else if (unpublished)
+        writer_unregister(w); /* failed already: only the name goes */
+    pthread_rwlock_unlock(&w->rw);
+    return unpublished ? 0 : 1;
+}
+
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
     struct kvfs_inode *p = kvfs_inode_get(parent);
     int rc = check_old_name(p, name);
+    if (!rc) {
+        struct kvfs_handle *w = writer_find_pin(parent, name, fuse_req_ctx(req)->pid);
+        int own = w ? unlink_own(w) : 1;
+        if (w)
+            writer_unpin(w);
+        if (own == 0) {
+            kvfs_stat_inc(&kvfs_d.stats, unlinks);
+            reply_err(req, 0);
+            return;
+        }
+    }
     if (!rc)
         rc = kvfs_entry_unlink(p->fd, name);
     if (!rc) {
@@ -778,12 +792,16 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
 static int rename_file(struct kvfs_inode *p, const char *name, enum kvfs_where where,
                        const struct stat *src, struct kvfs_inode *np, const char *newname,
                        unsigned flags) {
-    bool block_dst = kvfs_name_is_block(newname, NULL);
+    /* A symbolic link stays a plain entry whatever its name. */
+    bool link_src = S_ISLNK(src->st_mode);
+    bool block_dst = !link_src && kvfs_name_is_block(newname, NULL);
     struct stat dst;
     enum kvfs_where dwhere;
     int rc = kvfs_entry_stat(np->fd, newname, &dst, &dwhere);
     if (rc == 0 && S_ISDIR(dst.st_mode))
         return -EISDIR;
+    if (rc == 0 && link_src && dwhere == KVFS_IN_BUCKET)
+        return -EEXIST; /* a link must not be shadowed by the block it would replace */
     if (rc == 0 && dst.st_dev == src->st_dev && dst.st_ino == src->st_ino)
         return 0; /* the same file: nothing to do */
     if (rc == 0 && (flags & RENAME_NOREPLACE))
@@ -793,7 +811,7 @@ static int rename_file(struct kvfs_inode *p, const char *name, enum kvfs_where w
     int spfd = where == KVFS_IN_BUCKET ? kvfs_entry_parent(p->fd, name, false) : p->fd;
     if (spfd < 0)
         return spfd;
-    int dpfd = kvfs_entry_parent(np->fd, newname, true);
+    int dpfd = link_src ? np->fd : kvfs_entry_parent(np->fd, newname, true);
     if (dpfd < 0) {
         rc = dpfd;
     } else if (block_dst || (flags & RENAME_NOREPLACE)) {
@@ -900,11 +918,61 @@ static void op_refuse_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
     reply_err(req, EPERM);
 }
 
-static void op_refuse_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
-                              const char *name) {
-    (void)link, (void)parent;
-    kvfs_debug("symbolic link '%s' refused: kvfs stores no links", name);
-    reply_err(req, EPERM);
+/* Symbolic links are stored as links among a directory's plain entries
+ * (never in a block bucket). The daemon never follows one: every backing path
+ * is resolved without following links, and only the kernel, on the client's
+ * side of the mount, follows what READLINK returns. */
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name) {
+    struct kvfs_inode *p = kvfs_inode_get(parent);
+    int rc = check_new_name(p, name);
+    struct stat st;
+    enum kvfs_where where;
+    if (!rc && strlen(link) >= PATH_MAX)
+        rc = -ENAMETOOLONG;
+    if (!rc) {
+        int found = kvfs_entry_stat(p->fd, name, &st, &where);
+        rc = found == 0 || found == -EPERM ? -EEXIST : found == -ENOENT ? 0 : found;
+    }
+    if (!rc)
+        rc = symlinkat(link, p->fd, name) == 0 ? 0 : -errno;
+    if (!rc && kvfs_d.is_root) {
+        const struct fuse_ctx *ctx = fuse_req_ctx(req);
+        if (fchownat(p->fd, name, ctx->uid, ctx->gid, AT_SYMLINK_NOFOLLOW) != 0)
+            rc = -errno;
+    }
+    struct fuse_entry_param e;
+    if (!rc)
+        rc = do_lookup(p, name, &e);
+    if (rc) {
+        reply_err(req, rc);
+        return;
+    }
+    if (fuse_reply_entry(req, &e) != 0)
+        kvfs_inode_forget(kvfs_inode_get(e.ino), 1);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t nodeid) {
+    struct kvfs_inode *ino = kvfs_inode_get(nodeid);
+    struct kvfs_inode *parent;
+    char name[KVFS_NAME_MAX + 1], stage[128], target[PATH_MAX];
+    struct stat st;
+    int rc = -EINVAL;
+    ssize_t n = -1;
+    if (ino->kind == KVFS_INODE_FILE && kvfs_inode_location(ino, &parent, name, stage)) {
+        /* Only the link this node id names: not another file of its name. */
+        rc = fstatat(parent->fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0                 ? -errno
+             : !S_ISLNK(st.st_mode) || st.st_dev != ino->dev || st.st_ino != ino->ino ? -ESTALE
+                                                                                      : 0;
+        if (!rc && (n = readlinkat(parent->fd, name, target, sizeof(target) - 1)) < 0)
+            rc = -errno;
+        kvfs_inode_unref(parent);
+    }
+    if (rc) {
+        reply_err(req, rc);
+        return;
+    }
+    target[n] = '\0';
+    fuse_reply_readlink(req, target);
 }
 
 static void op_refuse_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -928,61 +996,9 @@ static bool same_process(pid_t pid, pid_t opener) {
 }
 
 /* Publishes a staged handle; called with h->rw held exclusively. */
-/* Passthrough writes never reach the daemon, so it cannot see a write fail.
- * A writer that ignores ENOSPC and closes would publish a short file; when
- * the backing store is this close to full, publication is refused instead. */
-#define KVFS_FULL_MARGIN (1 << 20)
-
-static int check_passthrough_write(struct kvfs_handle *h) {
-    struct statvfs sv;
-    if (fstat(h->fd, &h->published) != 0)
-        return -errno;
-    if (fstatvfs(h->fd, &sv) != 0)
-        return -errno;
-    if ((uint64_t)sv.f_bavail * sv.f_frsize < KVFS_FULL_MARGIN) {
-        kvfs_warn("not publishing '%s': the backing store is full, so a write to it may have "
-                  "been cut short",
-                  h->name);
-        return -ENOSPC;
-    }
-    kvfs_stat_add(&kvfs_d.stats, bytes_written, h->published.st_size);
-    return 0;
-}
-
-/* After the last close of a passthrough writer: if the file changed after it
- * was published (a write through a dup()ed descriptor after the publishing
- * close, which the daemon cannot refuse in this mode), withdraw it rather than
- * leave a block that changed under its readers. */
-static void check_unchanged_after_publish(struct kvfs_handle *h) {
-    struct stat st;
-    if (fstat(h->fd, &st) != 0)
-        return;
-    /* Same size and either the published modification time or the one a
-     * utime() through the mount set since (a write after it would have moved
-     * it again): nothing was written. */
-    if (st.st_size == h->published.st_size &&
-        (same_time(&st.st_mtim, &h->published.st_mtim) || mtime_was_set(&st)))
-        return;
-    struct stat cur;
-    enum kvfs_where where;
-    if (kvfs_entry_stat(h->parent->fd, h->name, &cur, &where) == 0 && cur.st_dev == st.st_dev &&
-        cur.st_ino == st.st_ino) {
-        int rc = kvfs_entry_unlink(h->parent->fd, h->name);
-        kvfs_error("'%s' was written after it was published; %s", h->name,
-                   rc == 0 ? "withdrawn" : "withdrawing it failed");
-        /* The kernel caches a block's entry and attributes for long: drop them
-         * so that local readers see the withdrawal now. */
-        if (rc == 0)
-            fuse_lowlevel_notify_inval_entry(kvfs_d.se, kvfs_inode_nodeid(h->parent), h->name,
-                                             strlen(h->name));
-    }
-    kvfs_stat_inc(&kvfs_d.stats, publish_errors);
-}
-
 static int publish_handle(struct kvfs_handle *h, const char *why) {
     writer_unregister(h); /* from now on its name resolves in the backing store */
-    bool pt_writer = h->backing && h->own_inode;
-    int rc = pt_writer ? check_passthrough_write(h) : 0;
+    int rc = 0;
     struct stat st;
     bool block = kvfs_name_is_block(h->name, NULL);
     if (rc == 0 && block && kvfs_evict_enabled()) {
@@ -995,14 +1011,13 @@ static int publish_handle(struct kvfs_handle *h, const char *why) {
         kvfs_stage_abandon(&kvfs_d.store, &h->stage);
     else
         rc = kvfs_stage_publish(&kvfs_d.store, &h->stage, h->parent->fd, h->name, h->exclusive,
-                                kvfs_d.cfg.durable);
+                                h->replace, kvfs_d.cfg.durable);
     pthread_mutex_lock(&h->lock);
     kvfs_pub_published(&h->pub, rc);
     pthread_mutex_unlock(&h->lock);
     if (rc == KVFS_PUBLISHED && block && fstat(h->fd, &st) == 0)
         kvfs_evict_seen(h->parent, h->name, &st);
     if (rc == KVFS_PUBLISHED) {
-        h->watch_after = pt_writer;
         if (block)
             kvfs_stat_inc(&kvfs_d.stats, blocks_published);
         else
@@ -1015,13 +1030,16 @@ static int publish_handle(struct kvfs_handle *h, const char *why) {
         kvfs_stat_inc(&kvfs_d.stats, publish_errors);
         kvfs_warn("publishing '%s' failed at %s: %s", h->name, why, strerror(-rc));
     }
-    if (h->own_inode)
+    if (h->own_inode) {
         kvfs_inode_move(h->ino, h->parent, h->name);
-    /* A writer that reopened a gone inode (retired from passthrough) leaves
-     * the kernel's entry pointing to it; and another process that missed
-     * this name while it was being written holds a negative entry. Either
-     * way, drop the entry so that the name is looked up again now. */
-    bool retired = !h->own_inode && h->ino && h->ino->pt_retired;
+        kvfs_inode_detach(h->ino); /* readers get their own node (see there) */
+    }
+    /* A writer that reopened a gone inode (retired from passthrough) or
+     * replaced a published file leaves the kernel's entry pointing to the old
+     * inode; and another process that missed this name while it was being
+     * written holds a negative entry. Either way, drop the entry so that the
+     * name is looked up again now. */
+    bool retired = !h->own_inode && h->ino && (h->ino->pt_retired || h->replace);
     if ((rc == KVFS_PUBLISHED || rc == KVFS_DISCARDED) &&
         (retired ||
          (rc == KVFS_PUBLISHED && miss_since(kvfs_inode_nodeid(h->parent), h->name, h->created)))) {
@@ -1035,6 +1053,13 @@ static int publish_handle(struct kvfs_handle *h, const char *why) {
 static int stage_handle(fuse_req_t req, struct kvfs_inode *ino, struct kvfs_inode *parent,
                         const char *name, int flags, mode_t mode, struct kvfs_handle **out) {
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    if (ctx->pid == 0 && !kvfs_d.cfg.trust_unseen) {
+        kvfs_warn("refusing to write '%s' for a process in a pid namespace this daemon cannot "
+                  "see: its death could not be told from its close() (run the daemon in the "
+                  "host's pid namespace, or -o unseen_writers=trust)",
+                  name);
+        return -EPERM;
+    }
     int rc = kvfs_fault(KVFS_FAULT_CREATE, name);
     if (rc)
         return rc;
@@ -1110,8 +1135,11 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
      * GETATTR round trip the kernel makes before the first write. */
     e.attr_timeout = kvfs_d.cfg.meta_timeout;
     fi->fh = handle_fh(h);
-    bool pass = kvfs_pt_for_writes();
-    setup_data_path(fi, h, pass ? h->fd : -1, !pass, false);
+    /* Writes go through the daemon, never passthrough: only here can a
+     * failed write (ENOSPC, EIO) be seen, and the direct I/O this path uses
+     * makes the kernel refuse shared mappings of the file, whose writes could
+     * otherwise change it after publication. */
+    setup_data_path(fi, h, -1, true, false);
     kvfs_stat_inc(&kvfs_d.stats, creates);
     if (fuse_reply_create(req, &e, fi) != 0) {
         /* The caller is gone (interrupted): no RELEASE will come. */
@@ -1170,7 +1198,8 @@ static void setup_data_path(struct fuse_file_info *fi, struct kvfs_handle *h, in
 static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
     struct kvfs_inode *ino = kvfs_inode_get(nodeid);
     int acc = fi->flags & O_ACCMODE;
-    bool writing = acc != O_RDONLY || (fi->flags & (O_APPEND | O_TRUNC));
+    /* O_APPEND alone does not write: a read-only open is a read-only open. */
+    bool writing = acc != O_RDONLY || (fi->flags & O_TRUNC);
     struct kvfs_handle *h = NULL;
     int rc = 0, pub_fd = -1;
     bool foreign = false; /* a reader got another copy of the block than its inode's */
@@ -1210,6 +1239,8 @@ static void op_open(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi
                  * under the name rather than fail (the kernel retries an
                  * ESTALE open only once, and eviction can race twice). */
                 rc = stage_handle(req, ino, parent, name, fi->flags, st.st_mode, &h);
+                if (rc == 0)
+                    h->replace = true;
                 pub_fd = fd;
             } else {
                 rc = fd; /* EPERM: reopening an unpublished file for writing */
@@ -1386,6 +1417,39 @@ static void serve_write_buf(fuse_req_t req, fuse_ino_t nodeid, struct fuse_bufve
     fuse_reply_write(req, (size_t)n);
 }
 
+/* What a close() by thread PID means for the file H stages. A process that
+ * is being killed publishes nothing, whoever opened the file: it may have
+ * been halfway through a write. One that exits without having closed the
+ * block it opened never completed it; a plain file is published as on any
+ * filesystem (a shell redirect). */
+static enum kvfs_pub_event flush_event(struct kvfs_handle *h, pid_t pid) {
+    bool opener = same_process(pid, h->opener);
+    switch (kvfs_proc_state_of(pid)) {
+    case KVFS_PROC_KILLED:
+        return KVFS_EV_ABORT;
+    case KVFS_PROC_EXITED:
+        if (opener && kvfs_name_is_block(h->name, NULL))
+            return KVFS_EV_ABORT;
+        break;
+    case KVFS_PROC_UNKNOWN:
+        /* Only a writer the daemon cannot see (unseen_writers=trust), since
+         * the thread is waiting for this reply: nothing can be known. */
+    case KVFS_PROC_RUNNING:
+        break;
+    }
+    return opener ? KVFS_EV_FLUSH_OPENER : KVFS_EV_FLUSH_OTHER;
+}
+
+/* Drops the staging file of H, whose writer died or unlinked it: its space
+ * is freed now, and its name is free for the next writer. Called with h->rw
+ * held exclusively. */
+static void abort_handle(struct kvfs_handle *h, const char *why) {
+    writer_unregister(h);
+    kvfs_stage_abandon(&kvfs_d.store, &h->stage);
+    kvfs_stat_inc(&kvfs_d.stats, writes_aborted);
+    kvfs_info("'%s' was not published: its writer %s", h->name, why);
+}
+
 static void serve_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info *fi) {
     (void)nodeid;
     struct kvfs_handle *h = handle_of(fi);
@@ -1393,19 +1457,18 @@ static void serve_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info
         reply_err(req, 0);
         return;
     }
-    pid_t pid = fuse_req_ctx(req)->pid;
-    enum kvfs_pub_event ev =
-        same_process(pid, h->opener) ? KVFS_EV_FLUSH_OPENER : KVFS_EV_FLUSH_OTHER;
+    enum kvfs_pub_event ev = flush_event(h, fuse_req_ctx(req)->pid);
     pthread_rwlock_wrlock(&h->rw);
     pthread_mutex_lock(&h->lock);
-    struct stat st;
-    if (h->backing && h->own_inode && !h->pub.written && fstat(h->fd, &st) == 0 && st.st_size > 0)
-        kvfs_pub_wrote(&h->pub); /* passthrough writes never reach the daemon */
     enum kvfs_pub_action act = kvfs_pub_decide(&h->pub, ev);
     int rc = act == KVFS_ACT_FAILED ? h->pub.error : 0;
+    if (act == KVFS_ACT_ABORT)
+        kvfs_pub_abort(&h->pub);
     pthread_mutex_unlock(&h->lock);
     if (act == KVFS_ACT_PUBLISH)
         rc = publish_handle(h, "close");
+    else if (act == KVFS_ACT_ABORT)
+        abort_handle(h, "was killed or left without closing it");
     pthread_rwlock_unlock(&h->rw);
     reply_err(req, rc);
 }
@@ -1421,8 +1484,6 @@ static void release_handle(struct kvfs_handle *h) {
         pthread_mutex_unlock(&h->lock);
         if (act == KVFS_ACT_PUBLISH)
             publish_handle(h, "release"); /* its error is logged and counted */
-        else if (h->watch_after)
-            check_unchanged_after_publish(h);
         kvfs_stage_discard(&kvfs_d.store, &h->stage);
         pthread_rwlock_unlock(&h->rw);
     }
@@ -1618,10 +1679,7 @@ static void save_handle(struct kvfs_wire_out *w, struct kvfs_fdset *fds, struct 
     kvfs_wire_put_u64(w, h->exclusive);
     kvfs_wire_put_u64(w, h->own_inode);
     kvfs_wire_put_u64(w, h->backing);
-    kvfs_wire_put_u64(w, (uint64_t)h->published.st_size);
-    kvfs_wire_put_u64(w, (uint64_t)h->published.st_mtim.tv_sec);
-    kvfs_wire_put_u64(w, (uint64_t)h->published.st_mtim.tv_nsec);
-    kvfs_wire_put_u64(w, h->watch_after);
+    kvfs_wire_put_u64(w, h->replace);
     kvfs_wire_put_u64(w, h->created);
     kvfs_wire_put_u64(w, (uint64_t)h->opener);
     /* Registered under its parent's node id (writer_add): restored the same way. */
@@ -1679,7 +1737,7 @@ static int restore_handle(struct kvfs_wire_in *r, int *fds, size_t nfds) {
     }
     h->fh = fh;
     h->fd = fd;
-    h->pub.state = (enum kvfs_pub_state)kvfs_wire_get_max(r, KVFS_PUB_FAILED);
+    h->pub.state = (enum kvfs_pub_state)kvfs_wire_get_max(r, KVFS_PUB_ABORTED);
     h->pub.error = -(int)kvfs_wire_get_max(r, 4095);
     h->pub.written = kvfs_wire_get_max(r, 1);
     kvfs_wire_get_str_into(r, h->stage.sname, sizeof(h->stage.sname));
@@ -1691,10 +1749,7 @@ static int restore_handle(struct kvfs_wire_in *r, int *fds, size_t nfds) {
     h->exclusive = kvfs_wire_get_max(r, 1);
     h->own_inode = kvfs_wire_get_max(r, 1);
     h->backing = kvfs_wire_get_max(r, 1);
-    h->published.st_size = (off_t)kvfs_wire_get_u64(r);
-    h->published.st_mtim.tv_sec = (time_t)kvfs_wire_get_u64(r);
-    h->published.st_mtim.tv_nsec = (long)kvfs_wire_get_max(r, 999999999);
-    h->watch_after = kvfs_wire_get_max(r, 1);
+    h->replace = kvfs_wire_get_max(r, 1);
     h->created = kvfs_wire_get_u64(r);
     h->opener = (pid_t)kvfs_wire_get_max(r, INT32_MAX);
     bool registered = kvfs_wire_get_max(r, 1);
@@ -1976,7 +2031,8 @@ const struct fuse_lowlevel_ops kvfs_ops = {
     .rmdir = op_rmdir,
     .rename = op_rename,
     .link = op_refuse_link,
-    .symlink = op_refuse_symlink,
+    .symlink = op_symlink,
+    .readlink = op_readlink,
     .mknod = op_refuse_mknod,
     .create = op_create,
     .open = op_open,

@@ -183,10 +183,6 @@ bool kvfs_pt_active(void) {
     return active;
 }
 
-bool kvfs_pt_for_writes(void) {
-    return active && policy == KVFS_PT_AUTO;
-}
-
 const char *kvfs_pt_reason(void) {
     return reason;
 }
@@ -246,9 +242,7 @@ void kvfs_pt_release(struct kvfs_inode *ino) {
 static void set_mode(bool on, const char *why) {
     active = on;
     snprintf(reason, sizeof(reason), "%s", why);
-    kvfs_d.data_mode = !on                      ? "daemon-direct-io"
-                       : policy == KVFS_PT_AUTO ? "passthrough"
-                                                : "passthrough-reads";
+    kvfs_d.data_mode = on ? "passthrough" : "daemon-direct-io";
     kvfs_d.data_mode_reason = reason;
     kvfs_info("data path: %s (%s)", kvfs_d.data_mode, reason);
 }
@@ -303,9 +297,8 @@ static void probe(void) {
         return;
     }
     kvfs_pt_backing_close(id);
-    set_mode(true, policy == KVFS_PT_AUTO ? "kernel passthrough for reads and writes"
-                                          : "kernel passthrough for reads; passthrough=reads "
-                                            "keeps writes in the daemon");
+    set_mode(true, "kernel passthrough for reads; writes through the daemon, which sees "
+                   "every write fail");
 }
 
 /* A worker that libfuse ends after a request (only with max_idle_threads

@@ -20,8 +20,7 @@ void kvfs_chan_writing(int delta);
 /* Called from the init handler: the next reply on this thread is INIT's. */
 void kvfs_pt_expect_init(void);
 
-bool kvfs_pt_active(void);     /* passthrough is in use for reads */
-bool kvfs_pt_for_writes(void); /* ... and for files being written */
+bool kvfs_pt_active(void); /* passthrough is in use for reads */
 const char *kvfs_pt_reason(void);
 
 /* The next OPEN/CREATE reply on this thread gets FOPEN_PASSTHROUGH with

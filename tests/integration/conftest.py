@@ -22,7 +22,7 @@ def pytest_addoption(parser):
                      help="the daemon was built with -DKVFS_FAULT_INJECTION=ON")
 
 
-DATA_MODE = {"auto": "passthrough", "reads": "passthrough-reads", "off": "daemon-direct-io"}
+DATA_MODE = {"auto": "passthrough", "reads": "passthrough", "off": "daemon-direct-io"}
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +79,7 @@ class Mount:
 
     default_passthrough = "auto"
 
-    def __init__(self, kvfs_bin, backing, mnt, options=(), log=None, env=None):
+    def __init__(self, kvfs_bin, backing, mnt, options=(), log=None, env=None, wrapper=()):
         self.kvfs_bin = kvfs_bin
         self.backing = Path(backing)
         self.mnt = Path(mnt)
@@ -88,11 +88,12 @@ class Mount:
             self.options.append(f"passthrough={Mount.default_passthrough}")
         self.log_path = Path(log) if log else self.mnt.parent / (self.mnt.name + ".log")
         self.env = env  # extra environment variables for the daemon
+        self.wrapper = list(wrapper)  # a command the daemon runs under (e.g. unshare)
         self.proc = None
 
     def start(self, timeout=10.0):
         self.mnt.mkdir(parents=True, exist_ok=True)
-        cmd = [self.kvfs_bin, "-f"]
+        cmd = self.wrapper + [self.kvfs_bin, "-f"]
         if self.options:
             cmd += ["-o", ",".join(self.options)]
         cmd += [str(self.backing), str(self.mnt)]

@@ -132,28 +132,18 @@ def test_writes_after_publishing_close(dbg):
     os.write(fd, b"part one")
     os.close(fd)  # the writer's close publishes
     assert p.read_bytes() == b"part one"
-    if dbg.stats()["data_mode"] != "passthrough":
-        assert errno_of(os.write, fd2, b"more") == errno.EPERM
-        os.close(fd2)
-        assert p.read_bytes() == b"part one"
-    else:
-        # Passthrough writes bypass the daemon and cannot be refused; a block
-        # changed after publication is withdrawn at the last close.
-        os.write(fd2, b"more")
-        os.close(fd2)
-        deadline = time.time() + 5
-        while os.path.exists(p) and time.time() < deadline:
-            time.sleep(0.05)
-        assert not os.path.exists(p)
-        assert "written after it was published" in dbg.log()
+    # Writes go through the daemon on every data path: refused.
+    assert errno_of(os.write, fd2, b"more") == errno.EPERM
+    os.close(fd2)
+    assert p.read_bytes() == b"part one"
 
 
 @pytest.mark.parametrize("name", ["notes.txt", block_name(9)])
 def test_utime_after_publishing_close_is_not_a_write(dbg, name):
     """A utime() or chmod() after the publishing close() is no write: the file
-    stays published when its last descriptor closes (the check for writes
-    after publication runs then). Regression: it was withdrawn whenever the
-    asynchronous RELEASE came after the utime(), as in cp -p or touch."""
+    stays published when its last descriptor closes. Regression: it was
+    withdrawn whenever the asynchronous RELEASE came after the utime(), as in
+    cp -p or touch."""
     p = dbg.mnt / name
     fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)
     os.write(fd, b"data")

@@ -99,9 +99,13 @@ def test_concurrent_writers_one_copy(kvfs):
     assert bucket_path(kvfs.backing, "", name).read_bytes() == data
     assert os.listdir(kvfs.mnt) == [".kvfs", name]
     assert staging_files(kvfs.backing) == []
+    # Writers that created the name (it did not exist when they opened it):
+    # the first complete copy wins, the others are discarded. A writer that
+    # opened it after a publication replaced it (O_TRUNC of a visible block),
+    # which also leaves one writer's whole copy.
     s = kvfs.stats()
-    assert s["blocks_published"] == 1
-    assert s["publish_conflicts"] == n - 1
+    assert s["blocks_published"] >= 1
+    assert s["blocks_published"] + s["publish_conflicts"] == n
 
 
 def test_readers_never_see_partial_blocks(kvfs):
@@ -173,14 +177,18 @@ def test_two_daemons_share_one_backing_store(mount_factory, backing):
     assert got_a in contents and got_b == got_a
     assert bucket_path(backing, "ns", name2).read_bytes() == got_a
     assert staging_files(backing) == []
-    assert a.stats()["blocks_published"] + b.stats()["blocks_published"] == 2
+    # As in test_concurrent_writers_one_copy: discarded or replacing.
+    sa, sb = a.stats(), b.stats()
+    assert sa["blocks_published"] + sb["blocks_published"] >= 2
+    assert (sa["blocks_published"] + sb["blocks_published"] + sa["publish_conflicts"] +
+            sb["publish_conflicts"]) == 5
 
 
 def test_o_trunc_on_published_files(kvfs):
     blk = kvfs.mnt / block_name(1)
     blk.write_bytes(b"first")
-    blk.write_bytes(b"second")  # content-addressed: the first copy stays
-    assert blk.read_bytes() == b"first"
+    blk.write_bytes(b"second")  # O_TRUNC of a visible block replaces it
+    assert blk.read_bytes() == b"second"
     f = kvfs.mnt / "notes.txt"
     f.write_text("v1")
     f.write_text("v2")  # other files: the last writer wins

@@ -66,6 +66,11 @@ START_TEST(good_options) {
     ck_assert_int_eq(c.passthrough, KVFS_PT_READS);
     ck_assert_int_eq(parse(&c, err, 5, "-o", "passthrough=off", "/b", "/m"), 0);
     ck_assert_int_eq(c.passthrough, KVFS_PT_OFF);
+    ck_assert(!c.trust_unseen);
+    ck_assert_int_eq(parse(&c, err, 5, "-o", "unseen_writers=trust", "/b", "/m"), 0);
+    ck_assert(c.trust_unseen);
+    ck_assert_int_eq(parse(&c, err, 5, "-o", "unseen_writers=refuse", "/b", "/m"), 0);
+    ck_assert(!c.trust_unseen);
     /* -oX form, repeated -o, generic mount options forwarded, fstab ones ignored */
     ck_assert_int_eq(parse(&c, err, 7, "-othreads=2", "-o",
                            "rw,nosuid,nodev,noatime,_netdev,defaults", "/b", "/m", "-d"),
@@ -109,6 +114,8 @@ START_TEST(bad_options) {
         {"log_level=loud", "log_level"},
         {"passthrough=maybe", "passthrough"},
         {"passthrough", "passthrough"},
+        {"unseen_writers=maybe", "unseen_writers"},
+        {"unseen_writers", "unseen_writers"},
         {"durable=1", "takes no value"},
         {"nosuid=1", "takes no value"},
         {"spin_us=100001", "0 to 100000"},

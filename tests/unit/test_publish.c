@@ -42,6 +42,31 @@ START_TEST(state_machine) {
     kvfs_pub_published(&g, -EIO);
     ck_assert_int_eq(g.state, KVFS_PUB_FAILED);
     ck_assert_int_eq(g.error, -EIO);
+    ck_assert_int_eq(kvfs_pub_decide(&g, KVFS_EV_ABORT), KVFS_ACT_NOTHING);
+}
+END_TEST
+
+/* A killed writer, one that left without closing a block, or one that
+ * unlinked its own file: nothing is ever published, whatever comes after. */
+START_TEST(abort_publishes_nothing) {
+    struct kvfs_pub p = {KVFS_PUB_STAGING, 0, false};
+    kvfs_pub_wrote(&p);
+    ck_assert_int_eq(kvfs_pub_decide(&p, KVFS_EV_ABORT), KVFS_ACT_ABORT);
+    kvfs_pub_abort(&p);
+    ck_assert_int_eq(p.state, KVFS_PUB_ABORTED);
+    /* Writes through other descriptors go on, as to an unlinked local file. */
+    ck_assert_int_eq(kvfs_pub_decide(&p, KVFS_EV_WRITE), KVFS_ACT_PROCEED);
+    ck_assert_int_eq(kvfs_pub_decide(&p, KVFS_EV_TRUNCATE), KVFS_ACT_PROCEED);
+    ck_assert_int_eq(kvfs_pub_decide(&p, KVFS_EV_FLUSH_OPENER), KVFS_ACT_NOTHING);
+    ck_assert_int_eq(kvfs_pub_decide(&p, KVFS_EV_FLUSH_OTHER), KVFS_ACT_NOTHING);
+    ck_assert_int_eq(kvfs_pub_decide(&p, KVFS_EV_RELEASE), KVFS_ACT_NOTHING);
+    ck_assert_int_eq(kvfs_pub_decide(&p, KVFS_EV_ABORT), KVFS_ACT_NOTHING);
+    /* A published file is not aborted: its writer completed it. */
+    struct kvfs_pub q = {KVFS_PUB_STAGING, 0, false};
+    kvfs_pub_published(&q, KVFS_PUBLISHED);
+    ck_assert_int_eq(kvfs_pub_decide(&q, KVFS_EV_ABORT), KVFS_ACT_NOTHING);
+    kvfs_pub_abort(&q);
+    ck_assert_int_eq(q.state, KVFS_PUB_PUBLISHED);
 }
 END_TEST
 
@@ -82,8 +107,10 @@ START_TEST(block_first_writer_wins) {
     struct stat sb;
     enum kvfs_where w;
     ck_assert_int_eq(kvfs_entry_stat(st.root_fd, blk, &sb, &w), -ENOENT);
-    ck_assert_int_eq(kvfs_stage_publish(&st, &a, st.root_fd, blk, false, false), KVFS_PUBLISHED);
-    ck_assert_int_eq(kvfs_stage_publish(&st, &b, st.root_fd, blk, false, true), KVFS_DISCARDED);
+    ck_assert_int_eq(kvfs_stage_publish(&st, &a, st.root_fd, blk, false, false, false),
+                     KVFS_PUBLISHED);
+    ck_assert_int_eq(kvfs_stage_publish(&st, &b, st.root_fd, blk, false, false, true),
+                     KVFS_DISCARDED);
     expect_content(st.root_fd, blk, "first");
     ck_assert_int_eq(kvfs_entry_stat(st.root_fd, blk, &sb, &w), 0);
     ck_assert_int_eq(w, KVFS_IN_BUCKET);
@@ -98,19 +125,47 @@ START_TEST(file_last_writer_wins) {
     struct kvfs_stage a, b, c;
     stage_with(&a, "one", 0);
     stage_with(&b, "two", 0);
-    ck_assert_int_eq(kvfs_stage_publish(&st, &a, st.root_fd, "config.json", false, false),
+    ck_assert_int_eq(kvfs_stage_publish(&st, &a, st.root_fd, "config.json", false, false, false),
                      KVFS_PUBLISHED);
-    ck_assert_int_eq(kvfs_stage_publish(&st, &b, st.root_fd, "config.json", false, false),
+    ck_assert_int_eq(kvfs_stage_publish(&st, &b, st.root_fd, "config.json", false, false, false),
                      KVFS_PUBLISHED);
     expect_content(st.root_fd, "config.json", "two");
     /* O_EXCL loses with EEXIST and publishes nothing. */
     stage_with(&c, "three", O_EXCL);
-    ck_assert_int_eq(kvfs_stage_publish(&st, &c, st.root_fd, "config.json", true, false), -EEXIST);
+    ck_assert_int_eq(kvfs_stage_publish(&st, &c, st.root_fd, "config.json", true, false, false),
+                     -EEXIST);
     expect_content(st.root_fd, "config.json", "two");
     ck_assert_int_eq(staging_count(), 0);
     close(a.fd);
     close(b.fd);
     close(c.fd);
+}
+END_TEST
+
+/* O_TRUNC of a published block replaces it: later readers get the new
+ * bytes, a reader holding the old file keeps the old ones. */
+START_TEST(replacement_replaces_a_block) {
+    const char *blk = "00112233445566778899aabbccddeeff.bin";
+    struct kvfs_stage a, b;
+    stage_with(&a, "first", 0);
+    ck_assert_int_eq(kvfs_stage_publish(&st, &a, st.root_fd, blk, false, false, false),
+                     KVFS_PUBLISHED);
+    struct stat sb;
+    enum kvfs_where w;
+    ck_assert_int_eq(kvfs_entry_stat(st.root_fd, blk, &sb, &w), 0);
+    int old = kvfs_entry_open(st.root_fd, blk, w, O_RDONLY);
+    ck_assert_int_ge(old, 0);
+    stage_with(&b, "second", 0);
+    ck_assert_int_eq(kvfs_stage_publish(&st, &b, st.root_fd, blk, false, true, false),
+                     KVFS_PUBLISHED);
+    expect_content(st.root_fd, blk, "second");
+    char buf[16] = {0};
+    ck_assert_int_eq(pread(old, buf, sizeof(buf) - 1, 0), 5);
+    ck_assert_str_eq(buf, "first");
+    ck_assert_int_eq(staging_count(), 0);
+    close(old);
+    close(a.fd);
+    close(b.fd);
 }
 END_TEST
 
@@ -120,8 +175,8 @@ START_TEST(publish_errors_publish_nothing) {
     /* A directory of the block's name blocks publication. */
     int rw = open(dir, O_RDONLY | O_DIRECTORY);
     ck_assert_int_eq(mkdirat(rw, "0123456789abcdef", 0755), 0);
-    ck_assert_int_eq(kvfs_stage_publish(&st, &a, st.root_fd, "0123456789abcdef", false, false),
-                     -EISDIR);
+    ck_assert_int_eq(
+        kvfs_stage_publish(&st, &a, st.root_fd, "0123456789abcdef", false, false, false), -EISDIR);
     ck_assert_int_eq(staging_count(), 0);
     close(a.fd);
     close(rw);
@@ -168,7 +223,9 @@ int main(void) {
     TCase *tc = tcase_create("publish");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, state_machine);
+    tcase_add_test(tc, abort_publishes_nothing);
     tcase_add_test(tc, block_first_writer_wins);
+    tcase_add_test(tc, replacement_replaces_a_block);
     tcase_add_test(tc, file_last_writer_wins);
     tcase_add_test(tc, publish_errors_publish_nothing);
     tcase_add_test(tc, o_direct_probe);

@@ -5,11 +5,8 @@
 # interrupted one is redone. Cost on a fresh machine: about 8.5 GB on disk and
 # 3 to 4 minutes (vLLM pulls torch and the CUDA wheels even where there is no
 # GPU); a cached one costs nothing.
-#
-# 0.32.0, not 0.33.0: 0.33.0 needs certifi>=2026.10.19, which the package
-# index these machines reach does not have yet.
 set -euo pipefail
-VERSION=${KVFS_VLLM_VERSION:-0.32.0}
+VERSION=${KVFS_VLLM_VERSION:-0.33.0}
 VENV=${KVFS_VLLM_VENV:-$HOME/.cache/kvfs/vllm-$VERSION}
 STAMP="$VENV/.kvfs-installed-$VERSION"
 if [ ! -f "$STAMP" ]; then
@@ -19,5 +16,32 @@ if [ ! -f "$STAMP" ]; then
   "$VENV/bin/pip" install -q --upgrade pip >&2
   "$VENV/bin/pip" install -q "vllm==$VERSION" pytest numpy >&2
   touch "$STAMP"
+fi
+# vLLM's own tests of its filesystem tier ship only in its source
+# distribution: its tests/ directory, from the sdist whose hash is pinned
+# here, kept in $VENV/vllm-src (tests/vllm/test_upstream_fs_tier.py).
+SDIST_URL=https://files.pythonhosted.org/packages/f7/25/aa5684e9c59d6fc75f78926b7f15e8d9adc7de2d9e6e7575b80776ad8169/vllm-0.33.0.tar.gz
+SDIST_SHA256=f4c33c2503d52bb411146afa9618a4f48bed68912f617e6803ac8d76e4c74112
+SRC_STAMP="$VENV/vllm-src/.kvfs-extracted-$SDIST_SHA256"
+if [ "$VERSION" = 0.33.0 ] && [ ! -f "$SRC_STAMP" ]; then
+  rm -rf "$VENV/vllm-src"
+  mkdir -p "$VENV/vllm-src"
+  "$VENV/bin/python" - "$SDIST_URL" "$SDIST_SHA256" "$VENV/vllm-src" >&2 <<'PY'
+import hashlib, io, sys, tarfile, urllib.request
+url, want, dest = sys.argv[1:4]
+data = urllib.request.urlopen(url, timeout=300).read()
+got = hashlib.sha256(data).hexdigest()
+if got != want:
+    sys.exit(f"vLLM sdist: sha256 {got}, expected {want}")
+with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+    members = [m for m in tar.getmembers()
+               if m.name.split("/")[1:2] == ["tests"] and ".." not in m.name.split("/")
+               and (m.isfile() or m.isdir())]
+    for m in members:
+        m.name = m.name.split("/", 1)[1]
+    safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    tar.extractall(dest, members=members, **safe)
+PY
+  touch "$SRC_STAMP"
 fi
 echo "$VENV/bin/python"
