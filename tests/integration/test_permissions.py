@@ -88,7 +88,9 @@ def test_no_way_out_of_the_backing_directory(world):
     (outside / "data").write_text("outside")
     os.symlink(outside, world.backing / "escape")  # planted in the store
     os.symlink("/etc/passwd", world.backing / "passwd")
-    assert errno_as_nobody(f"os.listdir({str(m / 'escape')!r})") == "EPERM"
-    assert errno_as_nobody(f"open({str(m / 'passwd')!r}).read()") == "EPERM"
+    # Planted links are links through the mount, which the client's kernel
+    # follows in its own namespace with its own rights; the daemon reads
+    # them and never follows one.
+    assert os.readlink(m / "escape") == str(outside)
+    assert os.readlink(m / "passwd") == "/etc/passwd"
     assert errno_as_nobody(f"os.stat({str(m / '.kvfs-state')!r})") == "ENOENT"
-    assert "escape" not in os.listdir(m) and "passwd" not in os.listdir(m)

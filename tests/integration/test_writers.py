@@ -467,3 +467,36 @@ def test_writers_killed_at_random_under_readers(kvfs):
     for name, size in acked.items():
         assert_whole(ns / name, size)
     assert staging(kvfs) == []
+
+
+def test_symlinks_through_the_mount(kvfs):
+    """symlink() and readlink() work and are stored as links in the backing
+    store; the daemon never follows one (the client's kernel does)."""
+    ns = kvfs.mnt / "ns"
+    ns.mkdir()
+    (ns / "target.txt").write_text("t")
+    os.symlink("target.txt", ns / "link")
+    assert os.readlink(ns / "link") == "target.txt"
+    assert stat.S_ISLNK(os.lstat(ns / "link").st_mode)
+    assert (ns / "link").read_text() == "t"  # followed by the client
+    assert os.readlink(kvfs.backing / "ns" / "link") == "target.txt"
+    assert sorted(os.listdir(ns)) == ["link", "target.txt"]
+    with pytest.raises(FileExistsError):
+        os.symlink("x", ns / "link")
+    # A link with a block's name, and a loop (vLLM's tests plant one).
+    name = block_name(9)
+    os.symlink(name + ".loop", ns / name)
+    os.symlink(name, ns / (name + ".loop"))
+    with pytest.raises(OSError) as e:
+        open(ns / name, "rb")
+    assert e.value.errno == errno.ELOOP
+    assert os.path.lexists(ns / name)
+    os.unlink(ns / name)
+    os.unlink(ns / (name + ".loop"))
+    store_block(ns / name, 1000)
+    assert_whole(ns / name, 1000)
+    os.rename(ns / "link", ns / "link2")
+    assert os.readlink(ns / "link2") == "target.txt"
+    os.unlink(ns / "link2")
+    assert sorted(os.listdir(ns)) == [name, "target.txt"]
+    assert sorted(os.listdir(kvfs.backing / "ns")) == [".kvfs-blocks", "target.txt"]

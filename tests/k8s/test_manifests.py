@@ -65,6 +65,7 @@ def test_daemonset_has_what_fuse_and_propagation_need(built):
     pod = ds["spec"]["template"]["spec"]
     c = container(ds)
     assert c["securityContext"]["privileged"] is True
+    assert pod["hostPID"] is True  # writers' pids (see core/kvfs_proc.h)
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     vols = {v["name"]: v for v in pod["volumes"]}
     assert vols["dev-fuse"]["hostPath"] == {"path": "/dev/fuse", "type": "CharDevice"}
