@@ -60,6 +60,38 @@ enum kvfs_proc_state kvfs_proc_parse_stat(const char *text, size_t len) {
     return (code & 0x7f) ? KVFS_PROC_KILLED : KVFS_PROC_EXITED;
 }
 
+pid_t kvfs_proc_parse_tgid(const char *text, size_t len) {
+    static const char key[] = "\nTgid:";
+    for (size_t i = 0; i + sizeof(key) - 1 <= len; i++) {
+        if (memcmp(text + i, key, sizeof(key) - 1) != 0)
+            continue;
+        long v = 0;
+        size_t j = i + sizeof(key) - 1;
+        while (j < len && (text[j] == ' ' || text[j] == '\t'))
+            j++;
+        size_t digits = 0;
+        for (; j < len && text[j] >= '0' && text[j] <= '9' && digits < 10; j++, digits++)
+            v = v * 10 + (text[j] - '0');
+        if (digits == 0 || digits == 10 || v <= 0 || (j < len && text[j] != '\n'))
+            return -1;
+        return (pid_t)v;
+    }
+    return -1;
+}
+
+pid_t kvfs_proc_tgid(pid_t tid) {
+    char path[64], text[512];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
+    int fd = tid > 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    if (fd < 0)
+        return tid;
+    /* Tgid is the fourth line, well inside the first 512 bytes. */
+    ssize_t n = read(fd, text, sizeof(text));
+    close(fd);
+    pid_t tgid = n > 0 ? kvfs_proc_parse_tgid(text, (size_t)n) : -1;
+    return tgid > 0 ? tgid : tid;
+}
+
 enum kvfs_proc_state kvfs_proc_state_of(pid_t tid) {
     if (tid <= 0)
         return KVFS_PROC_UNKNOWN;

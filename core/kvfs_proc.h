@@ -25,4 +25,11 @@ enum kvfs_proc_state kvfs_proc_parse_stat(const char *text, size_t len);
 /* Reads /proc/TID/stat of thread TID (0: not visible in this pid namespace). */
 enum kvfs_proc_state kvfs_proc_state_of(pid_t tid);
 
+/* The thread group (process) of thread TID, from the text of its
+ * /proc/TID/status, or -1. A FUSE request names a thread; the process that
+ * opened a file must still be recognised once that thread has exited. */
+pid_t kvfs_proc_parse_tgid(const char *text, size_t len);
+/* The same from /proc/TID/status; TID itself if that cannot be read. */
+pid_t kvfs_proc_tgid(pid_t tid);
+
 #endif

@@ -60,12 +60,13 @@ struct kvfs_handle {
     struct kvfs_stage stage;
     struct kvfs_inode *parent; /* referenced: where it will be published */
     char name[KVFS_NAME_MAX + 1];
-    bool exclusive;   /* O_EXCL: a non-block file must not replace another */
-    bool replace;     /* O_TRUNC of a published file: replaces it when published */
-    bool own_inode;   /* ino is the staging file's own inode (CREATE) */
-    bool backing;     /* holds a passthrough backing id of ino */
-    uint64_t created; /* when staging began (monotonic ns) */
-    pid_t opener;     /* thread that created it, 0 if unknown */
+    bool exclusive;    /* O_EXCL: a non-block file must not replace another */
+    bool replace;      /* O_TRUNC of a published file: replaces it when published */
+    bool own_inode;    /* ino is the staging file's own inode (CREATE) */
+    bool backing;      /* holds a passthrough backing id of ino */
+    uint64_t created;  /* when staging began (monotonic ns) */
+    pid_t opener;      /* thread that created it, 0 if unknown */
+    pid_t opener_tgid; /* ... and its process, recognised after that thread exited */
     /* The registry of files being written (see writer_find_pin). */
     struct kvfs_handle *wnext;
     uint64_t wparent; /* node id of parent when registered */
@@ -984,14 +985,16 @@ static void op_refuse_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 /* ---- files ---- */
 
-/* True if the thread PID belongs to the process of thread OPENER. A pid the
- * daemon cannot see (0: another pid namespace) counts as the opener's, so
- * that a writer in a container still has its file published by close(). */
-static bool same_process(pid_t pid, pid_t opener) {
-    if (pid == 0 || opener == 0 || pid == opener)
+/* True if thread PID belongs to process TGID. A pid the daemon cannot see
+ * (0: another pid namespace, only with unseen_writers=trust) counts as the
+ * opener's, so that such a writer has its file published by close(). The
+ * thread group's directory stays while any of its threads lives, the one
+ * closing included. */
+static bool same_process(pid_t pid, pid_t tgid) {
+    if (pid == 0 || tgid == 0 || pid == tgid)
         return true;
     char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/task/%d", (int)opener, (int)pid);
+    snprintf(path, sizeof(path), "/proc/%d/task/%d", (int)tgid, (int)pid);
     return access(path, F_OK) == 0;
 }
 
@@ -1078,6 +1081,7 @@ static int stage_handle(fuse_req_t req, struct kvfs_inode *ino, struct kvfs_inod
     snprintf(h->name, sizeof(h->name), "%s", name);
     h->exclusive = (flags & O_EXCL) != 0;
     h->opener = ctx->pid;
+    h->opener_tgid = kvfs_proc_tgid(ctx->pid);
     h->created = kvfs_clock_mono_ns();
     h->pub.state = KVFS_PUB_STAGING;
     *out = h;
@@ -1423,7 +1427,7 @@ static void serve_write_buf(fuse_req_t req, fuse_ino_t nodeid, struct fuse_bufve
  * block it opened never completed it; a plain file is published as on any
  * filesystem (a shell redirect). */
 static enum kvfs_pub_event flush_event(struct kvfs_handle *h, pid_t pid) {
-    bool opener = same_process(pid, h->opener);
+    bool opener = same_process(pid, h->opener_tgid);
     switch (kvfs_proc_state_of(pid)) {
     case KVFS_PROC_KILLED:
         return KVFS_EV_ABORT;
@@ -1462,8 +1466,10 @@ static void serve_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info
     pthread_mutex_lock(&h->lock);
     enum kvfs_pub_action act = kvfs_pub_decide(&h->pub, ev);
     int rc = act == KVFS_ACT_FAILED ? h->pub.error : 0;
+    /* Not a quiet abort (as an unlink is): whoever holds the file still
+     * learns that it was lost, at its next write or close. */
     if (act == KVFS_ACT_ABORT)
-        kvfs_pub_abort(&h->pub);
+        kvfs_pub_fail(&h->pub, -EIO);
     pthread_mutex_unlock(&h->lock);
     if (act == KVFS_ACT_PUBLISH)
         rc = publish_handle(h, "close");
@@ -1682,6 +1688,7 @@ static void save_handle(struct kvfs_wire_out *w, struct kvfs_fdset *fds, struct 
     kvfs_wire_put_u64(w, h->replace);
     kvfs_wire_put_u64(w, h->created);
     kvfs_wire_put_u64(w, (uint64_t)h->opener);
+    kvfs_wire_put_u64(w, (uint64_t)h->opener_tgid);
     /* Registered under its parent's node id (writer_add): restored the same way. */
     kvfs_wire_put_u64(w, h->registered);
     kvfs_wire_put_u64(w, h->indexed_open);
@@ -1752,6 +1759,7 @@ static int restore_handle(struct kvfs_wire_in *r, int *fds, size_t nfds) {
     h->replace = kvfs_wire_get_max(r, 1);
     h->created = kvfs_wire_get_u64(r);
     h->opener = (pid_t)kvfs_wire_get_max(r, INT32_MAX);
+    h->opener_tgid = (pid_t)kvfs_wire_get_max(r, INT32_MAX);
     bool registered = kvfs_wire_get_max(r, 1);
     bool indexed = kvfs_wire_get_max(r, 1);
     size_t len = (size_t)kvfs_wire_get_max(r, r->left);

@@ -500,3 +500,65 @@ def test_symlinks_through_the_mount(kvfs):
     os.unlink(ns / "link2")
     assert sorted(os.listdir(ns)) == [name, "target.txt"]
     assert sorted(os.listdir(kvfs.backing / "ns")) == [".kvfs-blocks", "target.txt"]
+
+
+THREADED = r"""
+import os, sys, threading
+path = sys.argv[1]
+fds = []
+def opener():  # opens and writes part of the block, then this thread ends
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, b"x" * 100000)
+    fds.append(fd)
+t = threading.Thread(target=opener)
+t.start()
+t.join()
+os._exit(0)  # the process leaves without closing; the opening thread is gone
+"""
+
+
+def test_block_of_a_process_whose_opening_thread_ended_first(kvfs):
+    """The opener is recognised by its process: a process that exits
+    without closing a block another of its threads opened publishes nothing."""
+    path = kvfs.mnt / block_name(20)
+    subprocess.run([sys.executable, "-c", THREADED, str(path)], check=True, timeout=30)
+    assert not path.exists()
+    assert staging(kvfs) == []
+
+
+FORKER = r"""
+import os, signal, sys
+path, child_end = sys.argv[1], sys.argv[2]
+fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+os.write(fd, b"a" * 50000)
+pid = os.fork()
+if pid == 0:  # the child holds the descriptor and ends
+    if child_end == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(0)
+os.waitpid(pid, 0)
+os.write(fd, b"b" * 50000) if child_end == "exit" else None
+try:
+    os.close(fd)
+    print("closed")
+except OSError as e:
+    print("close failed", e.errno)
+"""
+
+
+@pytest.mark.parametrize("child_end", ["exit", "kill"])
+def test_forked_child_holding_the_descriptor(kvfs, child_end):
+    """A child that inherited the descriptor and exits normally changes
+    nothing: the parent's close() publishes. A child that is killed may
+    have been halfway through a write: nothing is published, and the
+    parent's close() says so (EIO)."""
+    path = kvfs.mnt / block_name(21 if child_end == "exit" else 22)
+    r = subprocess.run([sys.executable, "-c", FORKER, str(path), child_end],
+                       capture_output=True, text=True, timeout=30)
+    if child_end == "exit":
+        assert r.stdout.strip() == "closed", r
+        assert path.read_bytes() == b"a" * 50000 + b"b" * 50000
+    else:
+        assert r.stdout.strip() == f"close failed {errno.EIO}", r
+        assert not path.exists()
+    assert staging(kvfs) == []

@@ -57,12 +57,29 @@ START_TEST(live) {
 }
 END_TEST
 
+START_TEST(tgid) {
+    const char *s = "Name:\tpython3\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t4242\nNgid:\t0\n";
+    ck_assert_int_eq(kvfs_proc_parse_tgid(s, strlen(s)), 4242);
+    const char *bad[] = {"Name:\tx\n",
+                         "Name:\tx\nTgid:\t\n",
+                         "Name:\tx\nTgid:\t-3\n",
+                         "Name:\tx\nTgid:\t12ab\n",
+                         "Name:\tx\nTgid:\t99999999999\n",
+                         "Name:\tTgid: 5\n"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ck_assert_int_eq(kvfs_proc_parse_tgid(bad[i], strlen(bad[i])), -1);
+    ck_assert_int_eq(kvfs_proc_tgid(getpid()), getpid());
+    ck_assert_int_eq(kvfs_proc_tgid(0), 0);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("proc");
     TCase *tc = tcase_create("proc");
     tcase_add_test(tc, states);
     tcase_add_test(tc, malformed);
     tcase_add_test(tc, live);
+    tcase_add_test(tc, tgid);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
