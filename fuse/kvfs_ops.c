@@ -573,7 +573,9 @@ static int stat_open_handle(struct kvfs_inode *ino, struct stat *st) {
     int rc = -ESTALE;
     pthread_mutex_lock(&all_handles.lock);
     for (struct kvfs_handle *h = all_handles.head; h; h = h->all_next) {
-        if (h->ino == ino && h->fd >= 0 && (h->kind == H_READ || h->kind == H_STAGE)) {
+        /* Not a replacing writer's handle: it holds the new file. */
+        if (h->ino == ino && h->fd >= 0 &&
+            (h->kind == H_READ || (h->kind == H_STAGE && h->own_inode))) {
             rc = fstat(h->fd, st) == 0 ? 0 : -errno;
             break;
         }
@@ -714,11 +716,9 @@ static int check_old_name(struct kvfs_inode *p, const char *name) {
     return kvfs_name_is_reserved(name) ? -ENOENT : 0;
 }
 
-static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
-    struct kvfs_inode *p = kvfs_inode_get(parent);
-    int rc = check_new_name(p, name);
-    if (!rc)
-        rc = kvfs_entry_mkdir(p->fd, name, mode & 07777);
+/* Replies to a request that made NAME in P (RC: how making it went): as
+ * root, the entry is given to the requester, then looked up for the reply. */
+static void reply_made(fuse_req_t req, struct kvfs_inode *p, const char *name, int rc) {
     if (!rc && kvfs_d.is_root) {
         const struct fuse_ctx *ctx = fuse_req_ctx(req);
         if (fchownat(p->fd, name, ctx->uid, ctx->gid, AT_SYMLINK_NOFOLLOW) != 0)
@@ -733,6 +733,14 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
     }
     if (fuse_reply_entry(req, &e) != 0)
         kvfs_inode_forget(kvfs_inode_get(e.ino), 1);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
+    struct kvfs_inode *p = kvfs_inode_get(parent);
+    int rc = check_new_name(p, name);
+    if (!rc)
+        rc = kvfs_entry_mkdir(p->fd, name, mode & 07777);
+    reply_made(req, p, name, rc);
 }
 
 static void abort_handle(struct kvfs_handle *h, const char *why);
@@ -936,20 +944,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
     }
     if (!rc)
         rc = symlinkat(link, p->fd, name) == 0 ? 0 : -errno;
-    if (!rc && kvfs_d.is_root) {
-        const struct fuse_ctx *ctx = fuse_req_ctx(req);
-        if (fchownat(p->fd, name, ctx->uid, ctx->gid, AT_SYMLINK_NOFOLLOW) != 0)
-            rc = -errno;
-    }
-    struct fuse_entry_param e;
-    if (!rc)
-        rc = do_lookup(p, name, &e);
-    if (rc) {
-        reply_err(req, rc);
-        return;
-    }
-    if (fuse_reply_entry(req, &e) != 0)
-        kvfs_inode_forget(kvfs_inode_get(e.ino), 1);
+    reply_made(req, p, name, rc);
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t nodeid) {

@@ -203,7 +203,7 @@ def backing(tmp_path):
 
 
 @pytest.fixture
-def mount_factory(kvfs_bin, tmp_path):
+def mount_factory(kvfs_bin, tmp_path, tmpfs_factory):  # tmpfs outlives the mounts over it
     """Returns start(backing, name="mnt", options=()) -> Mount; all are stopped
     at teardown, and a daemon that crashed by itself fails the test."""
     mounts = []
@@ -232,6 +232,27 @@ def check_sanitizer_reports(mounts):
         for mark in SANITIZER_MARKS:
             if mark in log:
                 pytest.fail(f"sanitizer report from the kvfs daemon of {m.mnt}:\n{log[-4000:]}")
+
+
+@pytest.fixture
+def tmpfs_factory(tmp_path):
+    """Returns make(size) -> a fresh tmpfs of SIZE (mount's syntax, e.g.
+    "4m") below tmp_path; all are unmounted at teardown, after the kvfs
+    mounts over them (mount_factory depends on this fixture, and fixtures
+    are torn down in reverse order)."""
+    made = []
+
+    def make(size):
+        d = tmp_path / f"tmpfs{len(made)}"
+        d.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)],
+                       check=True)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        subprocess.run(["umount", "-l", str(d)], check=True)
 
 
 @pytest.fixture

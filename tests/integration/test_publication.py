@@ -326,12 +326,8 @@ def test_staging_of_active_writers_survives_restart(kvfs_bin, backing, tmp_path)
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path):
-    d = tmp_path / "small"
-    d.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(d)], check=True)
-    yield d
-    subprocess.run(["umount", "-l", str(d)], check=True)
+def small_tmpfs(tmpfs_factory):
+    return tmpfs_factory("4m")
 
 
 def test_backing_store_full(mount_factory, small_tmpfs):

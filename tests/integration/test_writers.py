@@ -154,13 +154,9 @@ def test_unlink_in_the_same_thread_then_write_again(kvfs):
 
 
 @pytest.fixture
-def small_store(tmp_path):
-    """A 32 MiB tmpfs as backing store, unmounted at teardown."""
-    d = tmp_path / "small"
-    d.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(d)], check=True)
-    yield d
-    subprocess.run(["umount", "-l", str(d)], check=False)
+def small_store(tmpfs_factory):
+    """A 32 MiB tmpfs as backing store."""
+    return tmpfs_factory("32m")
 
 
 def test_enospc_race_publishes_only_whole_blocks(mount_factory, small_store):
