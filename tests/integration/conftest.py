@@ -55,6 +55,30 @@ def is_mounted(path):
     return False
 
 
+def abort_connection(path):
+    """Aborts the FUSE connection of the mount at PATH, as an operator does
+    with `echo 1 > /sys/fs/fuse/connections/N/abort`: every request waiting
+    for the daemon fails. A daemon SIGKILLed while one of its threads waits
+    in the kernel to invalidate an entry (for the directory lock a client
+    holds while it waits for that very daemon) cannot exit until then."""
+    path = os.path.realpath(path)
+    minor = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == path:
+                minor = fields[2].split(":")[1]
+    if minor is None:
+        return
+    ctl = Path("/sys/fs/fuse/connections")
+    if not (ctl / minor).exists():
+        _run_quiet(["mount", "-t", "fusectl", "fusectl", str(ctl)])
+    try:
+        (ctl / minor / "abort").write_text("1")
+    except OSError:
+        pass
+
+
 def _run_quiet(cmd):
     try:
         return subprocess.run(cmd, capture_output=True).returncode
@@ -175,7 +199,11 @@ class Mount:
 
     def kill(self, sig=signal.SIGKILL):
         self.proc.send_signal(sig)
-        self.proc.wait(timeout=10)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            abort_connection(self.mnt)  # see there
+            self.proc.wait(timeout=10)
 
     def stop(self):
         forced = False
@@ -184,8 +212,7 @@ class Mount:
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+                self.kill()
                 forced = True
         else:
             forced = unmount(self.mnt)
