@@ -119,8 +119,23 @@ START_TEST(planted_links_refused) {
     ck_assert_int_eq(symlinkat("/etc", rw, ".kvfs-blocks"), 0);
     struct stat sb;
     enum kvfs_where w;
-    ck_assert_int_eq(kvfs_entry_stat(st.root_fd, "evil", &sb, &w), -EPERM);
+    /* A plain entry that is a link is reported as a link, never followed. */
+    ck_assert_int_eq(kvfs_entry_stat(st.root_fd, "evil", &sb, &w), 0);
+    ck_assert(S_ISLNK(sb.st_mode));
+    ck_assert_int_eq(w, KVFS_IN_DIR);
     ck_assert_int_eq(kvfs_entry_open(st.root_fd, "evil", KVFS_IN_DIR, O_RDONLY), -EPERM);
+    /* A link in a block's place in a bucket is refused. */
+    int b = open(dir, O_RDONLY | O_DIRECTORY);
+    ck_assert_int_eq(mkdirat(b, "ns", 0755), 0);
+    ck_assert_int_eq(mkdirat(b, "ns/.kvfs-blocks", 0755), 0);
+    ck_assert_int_eq(mkdirat(b, "ns/.kvfs-blocks/fed", 0755), 0);
+    ck_assert_int_eq(symlinkat("/etc/passwd", b, "ns/.kvfs-blocks/fed/fedcba9876543210"), 0);
+    ck_assert_int_eq(mkfifoat(b, "ns/.kvfs-blocks/fed/fedcba9876543211", 0644), 0);
+    int ns = openat(b, "ns", O_PATH | O_DIRECTORY);
+    ck_assert_int_eq(kvfs_entry_stat(ns, "fedcba9876543210", &sb, &w), -EPERM);
+    ck_assert_int_eq(kvfs_entry_stat(ns, "fedcba9876543211", &sb, &w), -EPERM);
+    close(ns);
+    close(b);
     /* The block lookup must not follow .kvfs-blocks -> /etc. */
     ck_assert_int_eq(kvfs_entry_open(st.root_fd, "0123456789abcdef", KVFS_IN_BUCKET, O_RDONLY),
                      -EPERM);
@@ -129,7 +144,14 @@ START_TEST(planted_links_refused) {
     ck_assert_int_lt(kvfs_open_beneath(st.root_fd, "/etc/passwd", O_RDONLY, 0), 0);
     struct kvfs_listing l;
     ck_assert_int_eq(kvfs_dir_list(st.root_fd, &l), 0);
-    ck_assert_uint_eq(l.n, 0); /* neither link is listed */
+    /* The link is listed as a link; the linked fan-out dir is not followed. */
+    ck_assert_uint_eq(l.n, 2);
+    for (size_t i = 0; i < l.n; i++) {
+        if (strcmp(l.ents[i].name, "evil") == 0)
+            ck_assert_int_eq(l.ents[i].type, DT_LNK);
+        else
+            ck_assert_str_eq(l.ents[i].name, "ns");
+    }
     kvfs_listing_free(&l);
     snprintf(p, sizeof(p), "%s/.kvfs-blocks", dir);
     unlink(p);
