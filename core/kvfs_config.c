@@ -306,8 +306,6 @@ int kvfs_config_apply_option(struct kvfs_config *cfg, const char *opt, char *err
     if (in_list(forwarded_flags, name, nlen)) {
         if (val)
             return fail(err, errlen, "option '%s' takes no value", name);
-        if (strcmp(name, "suid") == 0 || strcmp(name, "nosuid") == 0)
-            cfg->suid = name[0] == 's';
         return add_fuse_opt(cfg, opt, err, errlen);
     }
     if (in_list(forwarded_valued, name, nlen)) {

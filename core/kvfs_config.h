@@ -59,7 +59,6 @@ struct kvfs_config {
      * from the mountpoint; see fuse/kvfs_handover). */
     char handover_socket[108];
     bool handover_off;
-    bool suid; /* "suid" given: set-id bits count on this mount (libfuse's default is nosuid) */
 
     char fuse_opts[1024]; /* generic mount options forwarded to libfuse */
 };

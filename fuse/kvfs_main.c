@@ -403,7 +403,7 @@ int main(int argc, char **argv) {
                        cfg->spin_write_us >= 0 ? (unsigned)cfg->spin_write_us
                        : spin                  ? 5000u
                                                : 0u);
-    if (kvfs_pt_install(se, (enum kvfs_pt_policy)policy, !cfg->suid) != 0) {
+    if (kvfs_pt_install(se, (enum kvfs_pt_policy)policy) != 0) {
         fprintf(stderr, "kvfs: cannot set up the /dev/fuse channel\n");
         goto out_unmount;
     }

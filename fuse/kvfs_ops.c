@@ -999,7 +999,7 @@ static int publish_handle(struct kvfs_handle *h, const char *why) {
     int rc = 0;
     struct stat st;
     bool block = kvfs_name_is_block(h->name, NULL);
-    if (rc == 0 && block && kvfs_evict_enabled()) {
+    if (block && kvfs_evict_enabled()) {
         /* The capacity: refuse what eviction cannot make room for. */
         rc = fstat(h->fd, &st) == 0 ? kvfs_evict_admit((uint64_t)st.st_size) : -errno;
         if (rc == -ENOSPC)

@@ -10,8 +10,7 @@
  *
  *  - read the kernel's INIT request to learn whether it offers passthrough;
  *  - patch libfuse's INIT reply to accept it (FUSE_INIT_EXT, the passthrough
- *    bit in flags2, max_stack_depth 1; on nosuid mounts also
- *    FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14 cannot ask for), then probe
+ *    bit in flags2, max_stack_depth 1), then probe
  *    FUSE_DEV_IOC_BACKING_OPEN once, which needs CAP_SYS_ADMIN, to settle the
  *    mode;
  *  - patch an OPEN or CREATE reply, when its handler asked for it on the same
@@ -71,7 +70,6 @@
 #define K_FUSE_INIT_EXT (1u << 30)
 #define K_FUSE_PASSTHROUGH_FLAGS2 (1u << 5)    /* FUSE_PASSTHROUGH >> 32 */
 #define K_FUSE_DIRECT_IO_MMAP_FLAGS2 (1u << 4) /* FUSE_DIRECT_IO_ALLOW_MMAP >> 32 */
-#define K_FUSE_HANDLE_KILLPRIV_V2 (1u << 28)
 #define K_FOPEN_DIRECT_IO (1u << 0)
 #define K_FOPEN_KEEP_CACHE (1u << 1)
 #define K_FOPEN_PASSTHROUGH (1u << 7)
@@ -120,9 +118,7 @@ static int dev_fd = -1;
 static enum kvfs_pt_policy policy = KVFS_PT_AUTO;
 static bool kernel_offers;     /* the INIT request advertised passthrough */
 static uint32_t kernel_flags2; /* what else it advertised in flags2 */
-static uint32_t kernel_flags;
-static bool killpriv_v2;
-static bool active; /* passthrough accepted and a probe succeeded */
+static bool active;            /* passthrough accepted and a probe succeeded */
 static char reason[160] = "not negotiated yet";
 
 /* The kernel's INIT request, kept for a successor, or one to replay. */
@@ -581,7 +577,6 @@ static ssize_t kvfs_read(int fd, void *buf, size_t len, void *userdata) {
                 init_req_len = (size_t)n < INIT_MAX ? (size_t)n : INIT_MAX;
                 memcpy(init_req, buf, init_req_len);
             }
-            kernel_flags = in->flags;
             kernel_flags2 = (in->flags & K_FUSE_INIT_EXT) ? in->flags2 : 0;
             kernel_offers = (kernel_flags2 & K_FUSE_PASSTHROUGH_FLAGS2) != 0;
         }
@@ -600,15 +595,6 @@ static ssize_t kvfs_writev(int fd, struct iovec *iov, int count, void *userdata)
         if (ok && kernel_flags2 && iov[1].iov_len >= sizeof(init)) {
             memcpy(&init, iov[1].iov_base, sizeof(init));
             init.flags |= K_FUSE_INIT_EXT;
-            /* Every write() to a file opened for passthrough asks us for
-             * its security.capability first (a round trip per call: 65 for
-             * one libkvfs block), unless the file system says it clears
-             * set-id bits and capabilities itself, which makes the kernel
-             * ask once per inode. kvfs stores no security.* attributes,
-             * and on a nosuid mount (libfuse's default) set-id bits mean
-             * nothing, so there is nothing to clear. */
-            if (killpriv_v2)
-                init.flags |= kernel_flags & K_FUSE_HANDLE_KILLPRIV_V2;
             /* Direct I/O opens (the daemon path) may still be mmapped. */
             init.flags2 |= kernel_flags2 & K_FUSE_DIRECT_IO_MMAP_FLAGS2;
             if (policy != KVFS_PT_OFF && kernel_offers) {
@@ -660,13 +646,12 @@ void kvfs_chan_writing(int delta) {
     atomic_fetch_add(&writing, delta);
 }
 
-int kvfs_pt_install(struct fuse_session *se, enum kvfs_pt_policy pol, bool nosuid) {
+int kvfs_pt_install(struct fuse_session *se, enum kvfs_pt_policy pol) {
     static const struct fuse_custom_io io = {
         .writev = kvfs_writev,
         .read = kvfs_read,
     };
     policy = pol;
-    killpriv_v2 = nosuid;
     dev_fd = fuse_session_fd(se);
     if (wake_fd < 0)
         wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -8,10 +8,8 @@
 #include <fuse_lowlevel.h>
 #include <stdbool.h>
 
-/* Routes the session's /dev/fuse traffic through kvfs (after mounting).
- * NOSUID: the mount ignores set-id bits, so the kernel may leave clearing
- * them to us (see the INIT reply in the .c). */
-int kvfs_pt_install(struct fuse_session *se, enum kvfs_pt_policy policy, bool nosuid);
+/* Routes the session's /dev/fuse traffic through kvfs (after mounting). */
+int kvfs_pt_install(struct fuse_session *se, enum kvfs_pt_policy policy);
 /* How long an idle reader polls for the next request before it sleeps, and
  * how long while files are being written (their FLUSH is coming). */
 void kvfs_chan_set_spin(unsigned idle_us, unsigned write_us);
