@@ -462,6 +462,11 @@ def test_writers_killed_at_random_under_readers(kvfs):
     assert acked, "no writer finished a block"
     for name, size in acked.items():
         assert_whole(ns / name, size)
+    # Nothing else is visible but whole blocks either.
+    for name in os.listdir(ns):
+        data = (ns / name).read_bytes()
+        assert len(data) in (64 << 10, 256 << 10, 1 << 20), (name, len(data))
+        assert data == block_data(name, len(data)), name
     assert staging(kvfs) == []
 
 
