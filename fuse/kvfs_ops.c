@@ -309,6 +309,15 @@ static bool writer_exists(uint64_t parent, const char *name) {
     return found;
 }
 
+/* The file H stages will never be published (a write or truncate failed;
+ * its writer was killed, left, or unlinked it): its name stops resolving to
+ * it, for its writer too, and its space is freed now, though descriptors
+ * stay open. Called with h->rw held exclusively, or shared by a write. */
+static void drop_staged(struct kvfs_handle *h) {
+    writer_unregister(h);
+    kvfs_stage_abandon(&kvfs_d.store, &h->stage);
+}
+
 static void writer_unpin(struct kvfs_handle *h) {
     pthread_mutex_lock(&writers_lock);
     if (--h->pins == 0)
@@ -646,6 +655,8 @@ static void serve_setattr(fuse_req_t req, fuse_ino_t nodeid, struct stat *attr, 
             rc = act == KVFS_ACT_REFUSE ? -EPERM : h->pub.error;
         }
         pthread_mutex_unlock(&h->lock);
+        if (rc && act == KVFS_ACT_PROCEED)
+            drop_staged(h);
         pthread_rwlock_unlock(&h->rw);
         if (rc) {
             reply_err(req, rc);
@@ -1401,7 +1412,7 @@ static void serve_write_buf(fuse_req_t req, fuse_ino_t nodeid, struct fuse_bufve
         pthread_mutex_lock(&h->lock);
         kvfs_pub_fail(&h->pub, (int)n);
         pthread_mutex_unlock(&h->lock);
-        kvfs_stage_abandon(&kvfs_d.store, &h->stage);
+        drop_staged(h);
         pthread_rwlock_unlock(&h->rw);
         kvfs_warn("write to '%s' failed: %s; it will not be published", h->name, strerror((int)-n));
         reply_err(req, (int)n);
@@ -1443,8 +1454,7 @@ static enum kvfs_pub_event flush_event(struct kvfs_handle *h, pid_t pid) {
  * is freed now, and its name is free for the next writer. Called with h->rw
  * held exclusively. */
 static void abort_handle(struct kvfs_handle *h, const char *why) {
-    writer_unregister(h);
-    kvfs_stage_abandon(&kvfs_d.store, &h->stage);
+    drop_staged(h);
     kvfs_stat_inc(&kvfs_d.stats, writes_aborted);
     kvfs_info("'%s' was not published: its writer %s", h->name, why);
 }

@@ -215,6 +215,8 @@ def test_enospc_then_space_freed_before_close(mount_factory, small_store):
             failed = e.errno
             break
     assert failed == errno.ENOSPC
+    # Failed for good: not even its writer sees it any more.
+    assert not os.path.exists(ns / name)
     os.unlink(filler)
     with pytest.raises(OSError) as e:
         os.close(fd)
