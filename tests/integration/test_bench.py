@@ -20,7 +20,11 @@ def test_kvfs_bench_json(kvfs, kvfs_bin):
             "open+close block"} <= names
     for x in out["results"]:
         assert x["backing"] > 0 and x["kvfs"] > 0
-        assert abs(x["ratio"] - x["kvfs"] / x["backing"]) < 1e-3 * x["ratio"] + 1e-4
+        # All three are printed to 4 decimals: the ratio of the printed
+        # values is off by at most their rounding (large when a loaded
+        # machine makes them small).
+        slack = x["ratio"] * (5e-5 / x["kvfs"] + 5e-5 / x["backing"])
+        assert abs(x["ratio"] - x["kvfs"] / x["backing"]) < 1e-3 * x["ratio"] + slack + 1e-4
     # It cleans up after itself on both sides.
     assert [n for n in os.listdir(kvfs.mnt) if n.startswith("kvfs-bench")] == []
     assert [n for n in os.listdir(kvfs.backing) if n.startswith("kvfs-bench")] == []
