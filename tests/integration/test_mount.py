@@ -111,7 +111,8 @@ def test_signal_unmounts_cleanly(kvfs_bin, backing, tmp_path, sig):
     try:
         (m.mnt / "a.txt").write_text("x")
         m.proc.send_signal(sig)
-        assert m.proc.wait(timeout=10) == 0, m.log()
+        # 30 s: seen above 10 s once on a heavily loaded 2-vCPU machine.
+        assert m.proc.wait(timeout=30) == 0, m.log()
         assert not is_mounted(m.mnt)
         assert (backing / "a.txt").read_text() == "x"
     finally:
