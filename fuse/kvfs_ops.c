@@ -769,8 +769,6 @@ static int unlink_own(struct kvfs_handle *w) {
     pthread_mutex_unlock(&w->lock);
     if (act == KVFS_ACT_ABORT)
         abort_handle(w, "removed it");
-    else if (unpublished)
-        writer_unregister(w); /* failed already: only the name goes */
     pthread_rwlock_unlock(&w->rw);
     return unpublished ? 0 : 1;
 }
@@ -1017,7 +1015,7 @@ static int publish_handle(struct kvfs_handle *h, const char *why) {
             kvfs_warn("not publishing '%s': over capacity and nothing can be evicted", h->name);
     }
     if (rc)
-        kvfs_stage_abandon(&kvfs_d.store, &h->stage);
+        drop_staged(h);
     else
         rc = kvfs_stage_publish(&kvfs_d.store, &h->stage, h->parent->fd, h->name, h->exclusive,
                                 h->replace, kvfs_d.cfg.durable);
@@ -1433,7 +1431,7 @@ static void serve_write_buf(fuse_req_t req, fuse_ino_t nodeid, struct fuse_bufve
  * block it opened never completed it; a plain file is published as on any
  * filesystem (a shell redirect). */
 static enum kvfs_pub_event flush_event(struct kvfs_handle *h, pid_t pid) {
-    bool opener = same_process(pid, h->opener_tgid);
+    bool opener = pid == h->opener || same_process(pid, h->opener_tgid);
     switch (kvfs_proc_state_of(pid)) {
     case KVFS_PROC_KILLED:
         return KVFS_EV_ABORT;
@@ -1466,8 +1464,13 @@ static void serve_flush(fuse_req_t req, fuse_ino_t nodeid, struct fuse_file_info
         reply_err(req, 0);
         return;
     }
-    enum kvfs_pub_event ev = flush_event(h, fuse_req_ctx(req)->pid);
     pthread_rwlock_wrlock(&h->rw);
+    /* The state changes only under h->rw held exclusively, as here: the
+     * closing process is looked up in /proc only while that can matter. */
+    pthread_mutex_lock(&h->lock);
+    bool staging = h->pub.state == KVFS_PUB_STAGING;
+    pthread_mutex_unlock(&h->lock);
+    enum kvfs_pub_event ev = staging ? flush_event(h, fuse_req_ctx(req)->pid) : KVFS_EV_FLUSH_OTHER;
     pthread_mutex_lock(&h->lock);
     enum kvfs_pub_action act = kvfs_pub_decide(&h->pub, ev);
     int rc = act == KVFS_ACT_FAILED ? h->pub.error : 0;
